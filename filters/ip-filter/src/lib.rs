@@ -1,0 +1,180 @@
+//! `ip-filter`: allow or block requests by client IP address.
+//!
+//! [`config`] reads and compiles the configuration, [`ipset`] matches addresses against
+//! thousands of ranges in logarithmic time, and [`IpFilter`] is the decision. The proxy-wasm glue
+//! is the kit's generic header-policy glue.
+
+pub mod config;
+pub mod ipset;
+
+use config::{Config, Mode};
+use palisade_kit::address::AddressSource;
+use palisade_kit::metrics::Counter;
+use palisade_kit::{ConfigError, Denial, HeaderPolicy, Host, Verdict};
+
+/// The compiled policy.
+pub struct IpFilter {
+    mode: Mode,
+    ips: ipset::IpSet,
+    source: AddressSource,
+    denial: Denial,
+    allowed: Counter,
+    denied: Counter,
+    no_address: Counter,
+}
+
+impl HeaderPolicy for IpFilter {
+    const NAME: &'static str = "ip-filter";
+
+    fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
+        let Config {
+            mode,
+            ips,
+            source,
+            denial,
+        } = Config::compile(config)?;
+        let counter = |host: &mut _, outcome| {
+            Counter::define(host, Self::NAME, outcome)
+                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
+        };
+        Ok(IpFilter {
+            mode,
+            ips,
+            source,
+            denial,
+            allowed: counter(host, "allowed")?,
+            denied: counter(host, "denied")?,
+            no_address: counter(host, "no_address")?,
+        })
+    }
+
+    fn on_request_headers(&self, host: &mut impl Host) -> Verdict {
+        let address = self.source.resolve(host);
+        if address.is_none() {
+            self.no_address.inc(host);
+        }
+        let listed = address.is_some_and(|ip| self.ips.contains(ip));
+        let allow = match self.mode {
+            Mode::Allowlist => listed,
+            // An unreadable address cannot be on a blocklist; it is counted in `no_address`.
+            Mode::Blocklist => !listed,
+        };
+        if allow {
+            self.allowed.inc(host);
+            return Verdict::Continue;
+        }
+        self.denied.inc(host);
+        // If even the local reply fails there is nothing better to do than to stop the request.
+        let _ = self.denial.send(host);
+        Verdict::Respond
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    palisade_kit::wasm::start_header_policy::<IpFilter>();
+}}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_kit::testing::{TestEnvoy, TestRequest};
+
+    fn filter(envoy: &TestEnvoy, config: &str) -> IpFilter {
+        IpFilter::configure(config.as_bytes(), &mut envoy.request(0)).unwrap()
+    }
+
+    fn from(envoy: &TestEnvoy, peer: &str, xff: Option<&str>) -> TestRequest {
+        let mut req = envoy.request(0);
+        req.set_peer(peer);
+        if let Some(xff) = xff {
+            req.add_header("x-forwarded-for", xff);
+        }
+        req
+    }
+
+    #[test]
+    fn allowlist_admits_listed_addresses_only() {
+        let envoy = TestEnvoy::new(1);
+        let f = filter(
+            &envoy,
+            r#"{"ips": ["10.0.0.0/8", "192.168", "2001:db8::/32"]}"#,
+        );
+        for peer in [
+            "10.1.2.3:1",
+            "192.168.77.1:2",
+            "[2001:db8::5]:3",
+            "[::ffff:10.0.0.1]:4",
+        ] {
+            let mut req = from(&envoy, peer, None);
+            assert_eq!(f.on_request_headers(&mut req), Verdict::Continue, "{peer}");
+            assert!(req.response().is_none());
+        }
+        let mut req = from(&envoy, "11.0.0.1:1", None);
+        assert_eq!(f.on_request_headers(&mut req), Verdict::Respond);
+        let resp = req.response().unwrap();
+        assert_eq!(resp.status, 403);
+        assert_eq!(resp.json()["error"], "ip_denied");
+        assert_eq!(envoy.counter("palisade.ip_filter.allowed"), 4);
+        assert_eq!(envoy.counter("palisade.ip_filter.denied"), 1);
+    }
+
+    #[test]
+    fn blocklist_denies_listed_addresses_only() {
+        let envoy = TestEnvoy::new(1);
+        let f = filter(&envoy, r#"{"mode": "blocklist", "ips": ["203.0.113.7"]}"#);
+        let mut blocked = from(&envoy, "203.0.113.7:9", None);
+        assert_eq!(f.on_request_headers(&mut blocked), Verdict::Respond);
+        let mut other = from(&envoy, "203.0.113.8:9", None);
+        assert_eq!(f.on_request_headers(&mut other), Verdict::Continue);
+    }
+
+    #[test]
+    fn no_address_is_denied_by_an_allowlist_and_counted() {
+        let envoy = TestEnvoy::new(1);
+        let f = filter(
+            &envoy,
+            r#"{"ips": ["0.0.0.0/0", "::/0"], "ipSource": "xff"}"#,
+        );
+        let mut req = from(&envoy, "10.0.0.1:1", Some("garbage"));
+        assert_eq!(f.on_request_headers(&mut req), Verdict::Respond);
+        let mut req = from(&envoy, "10.0.0.1:1", None);
+        assert_eq!(f.on_request_headers(&mut req), Verdict::Respond);
+        assert_eq!(envoy.counter("palisade.ip_filter.no_address"), 2);
+
+        let b = filter(
+            &envoy,
+            r#"{"mode": "blocklist", "ips": ["1.1.1.1"], "ipSource": "xff"}"#,
+        );
+        let mut req = from(&envoy, "10.0.0.1:1", None);
+        assert_eq!(b.on_request_headers(&mut req), Verdict::Continue);
+    }
+
+    #[test]
+    fn xff_spoofing_is_defeated_by_trusted_hops() {
+        let envoy = TestEnvoy::new(1);
+        let f = filter(
+            &envoy,
+            r#"{"ips": ["10.0.0.0/8"], "ipSource": "xff", "trustedHops": 1}"#,
+        );
+        // The client claims to be 10.0.0.1; the trusted proxy appended its real address.
+        let mut spoofed = from(&envoy, "127.0.0.1:1", Some("10.0.0.1, 198.51.100.4"));
+        assert_eq!(f.on_request_headers(&mut spoofed), Verdict::Respond);
+        let mut real = from(&envoy, "127.0.0.1:1", Some("198.51.100.4, 10.3.3.3"));
+        assert_eq!(f.on_request_headers(&mut real), Verdict::Continue);
+    }
+
+    #[test]
+    fn denial_can_be_overridden() {
+        let envoy = TestEnvoy::new(1);
+        let f = filter(
+            &envoy,
+            r#"{"ips": ["10.0.0.0/8"], "denial": {"status": 404, "body": "not here", "contentType": "text/plain"}}"#,
+        );
+        let mut req = from(&envoy, "8.8.8.8:1", None);
+        f.on_request_headers(&mut req);
+        let resp = req.response().unwrap();
+        assert_eq!((resp.status, resp.body.as_slice()), (404, &b"not here"[..]));
+        assert_eq!(resp.header("content-type"), Some("text/plain"));
+    }
+}

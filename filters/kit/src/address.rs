@@ -1,0 +1,209 @@
+//! The client's address.
+//!
+//! By default the downstream peer as Envoy reports it (`source.address`, which already honours
+//! the connection manager's `use_remote_address` / `xff_num_trusted_hops`). Behind trusted
+//! proxies, a policy may read `X-Forwarded-For` (or another header) instead, with a number of
+//! trusted hops: each trusted proxy appended the address it saw, so the client is the entry that
+//! many places from the right. The leftmost entries are whatever the client sent and are never
+//! used. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are read as IPv4.
+
+use crate::host::Host;
+use std::net::{IpAddr, SocketAddr};
+
+/// Where the client address comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AddressSource {
+    /// The downstream connection's address as Envoy reports it.
+    #[default]
+    Peer,
+    /// A comma-separated list header (`x-forwarded-for`, or a custom one): the entry
+    /// `trusted_hops` places from the right.
+    Header {
+        /// Lowercase header name.
+        name: String,
+        /// How many proxies in front of Envoy appended to the header (at least 1).
+        trusted_hops: u32,
+    },
+}
+
+impl AddressSource {
+    /// Parses `peer`, `xff` or `header:<name>`; `trusted_hops` defaults to 1 and only applies
+    /// to the header forms.
+    pub fn parse(source: &str, trusted_hops: Option<u32>) -> Result<Self, String> {
+        let hops = trusted_hops.unwrap_or(1);
+        let header = |name: &str| -> Result<Self, String> {
+            if hops == 0 {
+                return Err("trustedHops must be at least 1: 0 would trust the address the client wrote itself".into());
+            }
+            Ok(AddressSource::Header {
+                name: name.to_ascii_lowercase(),
+                trusted_hops: hops,
+            })
+        };
+        match source {
+            "peer" => {
+                if trusted_hops.is_some() {
+                    return Err(
+                        "trustedHops only applies to `xff` or `header:<name>` sources".into(),
+                    );
+                }
+                Ok(AddressSource::Peer)
+            }
+            "xff" => header("x-forwarded-for"),
+            _ => match source.strip_prefix("header:") {
+                Some(name) if is_token(name) => header(name),
+                _ => Err(format!(
+                    "unknown address source {source:?}: expected `peer`, `xff` or `header:<name>`"
+                )),
+            },
+        }
+    }
+
+    /// The client address of the current request, if the source yields a parseable one.
+    pub fn resolve(&self, host: &impl Host) -> Option<IpAddr> {
+        match self {
+            AddressSource::Peer => {
+                let raw = host.property(&["source", "address"])?;
+                parse_address(std::str::from_utf8(&raw).ok()?)
+            }
+            AddressSource::Header { name, trusted_hops } => {
+                let value = host.request_header(name)?;
+                parse_address(nth_from_right(&value, *trusted_hops)?)
+            }
+        }
+    }
+}
+
+/// The entry `n` places from the right (1 = rightmost) of a comma-separated list, or `None` when
+/// the list is shorter than that: a request that did not pass through all trusted hops.
+pub fn nth_from_right(list: &str, n: u32) -> Option<&str> {
+    let n = usize::try_from(n).ok()?.checked_sub(1)?;
+    list.rsplit(',').nth(n).map(str::trim)
+}
+
+/// Reads an address as Envoy or a proxy writes it: `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80`,
+/// `[::1]`; IPv4-mapped IPv6 comes back as IPv4.
+pub fn parse_address(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    let ip = if let Ok(ip) = text.parse::<IpAddr>() {
+        ip
+    } else if let Ok(sock) = text.parse::<SocketAddr>() {
+        sock.ip()
+    } else {
+        text.strip_prefix('[')?.strip_suffix(']')?.parse().ok()?
+    };
+    Some(normalize(ip))
+}
+
+/// Reads IPv4-mapped IPv6 addresses as the IPv4 address they carry.
+pub fn normalize(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// An HTTP header name token (RFC 9110 `tchar`s).
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestEnvoy;
+
+    #[test]
+    fn parses_every_written_form() {
+        assert_eq!(parse_address("1.2.3.4"), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(
+            parse_address(" 1.2.3.4:8080 "),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(parse_address("[::1]:80"), Some("::1".parse().unwrap()));
+        assert_eq!(
+            parse_address("[2001:db8::1]"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_address("2001:db8::1"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_address("::ffff:10.0.0.1"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_address("[::ffff:10.0.0.1]:1"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "unknown",
+            "1.2.3",
+            "300.1.1.1",
+            "[::1",
+            "1.2.3.4:x",
+            "::1]",
+        ] {
+            assert_eq!(parse_address(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn counts_hops_from_the_right() {
+        let xff = "6.6.6.6, 1.1.1.1 ,2.2.2.2";
+        assert_eq!(nth_from_right(xff, 1), Some("2.2.2.2"));
+        assert_eq!(nth_from_right(xff, 2), Some("1.1.1.1"));
+        assert_eq!(nth_from_right(xff, 3), Some("6.6.6.6"));
+        assert_eq!(nth_from_right(xff, 4), None);
+        assert_eq!(nth_from_right(xff, 0), None);
+    }
+
+    #[test]
+    fn parses_sources() {
+        assert_eq!(AddressSource::parse("peer", None), Ok(AddressSource::Peer));
+        assert_eq!(
+            AddressSource::parse("xff", Some(2)),
+            Ok(AddressSource::Header {
+                name: "x-forwarded-for".into(),
+                trusted_hops: 2
+            })
+        );
+        assert_eq!(
+            AddressSource::parse("header:X-Real-IP", None),
+            Ok(AddressSource::Header {
+                name: "x-real-ip".into(),
+                trusted_hops: 1
+            })
+        );
+        assert!(AddressSource::parse("xff", Some(0)).is_err());
+        assert!(AddressSource::parse("peer", Some(1)).is_err());
+        assert!(AddressSource::parse("header:", None).is_err());
+        assert!(AddressSource::parse("header:a b", None).is_err());
+        assert!(AddressSource::parse("remote", None).is_err());
+    }
+
+    #[test]
+    fn resolves_peer_and_header_and_ignores_the_spoofed_left() {
+        let envoy = TestEnvoy::new(1);
+        let mut req = envoy.request(0);
+        req.set_peer("[::ffff:192.168.1.9]:5555");
+        req.add_header("x-forwarded-for", "10.9.9.9, 203.0.113.7");
+        assert_eq!(
+            AddressSource::Peer.resolve(&req),
+            Some("192.168.1.9".parse().unwrap())
+        );
+        let one_hop = AddressSource::parse("xff", Some(1)).unwrap();
+        assert_eq!(one_hop.resolve(&req), Some("203.0.113.7".parse().unwrap()));
+        let three_hops = AddressSource::parse("xff", Some(3)).unwrap();
+        assert_eq!(three_hops.resolve(&req), None);
+        let missing = AddressSource::parse("header:x-real-ip", None).unwrap();
+        assert_eq!(missing.resolve(&req), None);
+    }
+}

@@ -1,0 +1,36 @@
+//! The Palisade policy kit: everything two policies need, written once.
+//!
+//! * [`config`]: strict JSON configuration parsing whose errors name the failing field.
+//! * [`denial`]: the one response shape every policy denies with.
+//! * [`selector`]: the `header:x`, `query:x`, `ip`, `client-id`, ... syntax that says where a value
+//!   comes from.
+//! * [`address`]: the client address, from the peer or from trusted `X-Forwarded-For` hops.
+//! * [`credentials`]: RFC 7617 Basic credentials.
+//! * [`shared`]: compare-and-swap counters and a bounded cache on proxy-wasm shared data.
+//! * [`identity`]: the authenticated caller, handed from an auth policy to later ones.
+//! * [`metrics`]: `palisade.<policy>.<outcome>` counters.
+//! * [`host`]: the small trait every policy talks to the host through; [`wasm`] implements it
+//!   over the proxy-wasm ABI, [`testing`] in memory for native unit tests.
+//!
+//! Policy logic takes `&impl Host` / `&mut impl Host`, so it runs unchanged in Envoy and in
+//! `cargo test`.
+
+pub mod address;
+pub mod config;
+pub mod credentials;
+pub mod denial;
+pub mod host;
+pub mod identity;
+pub mod metrics;
+pub mod policy;
+pub mod selector;
+pub mod shared;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
+pub use config::ConfigError;
+pub use denial::{Denial, DenialOverride};
+pub use host::{Host, HostError, LogLevel};
+pub use policy::{HeaderPolicy, Verdict};

@@ -1,0 +1,53 @@
+//! Policy counters, named `palisade.<policy>.<outcome>` (the policy name with `_` for `-`), so
+//! they show in Envoy's `/stats/prometheus` as `palisade_<policy>_<outcome>`.
+//!
+//! Counters are defined once, at configure time: looking a stat up by name per request contends
+//! on Envoy's symbol table. Envoy keeps one value per name for the whole process, so every
+//! worker adds to the same count.
+
+use crate::host::{Host, HostError};
+
+/// A defined counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter(u32);
+
+impl Counter {
+    /// Defines `palisade.<policy>.<outcome>`.
+    pub fn define(host: &mut impl Host, policy: &str, outcome: &str) -> Result<Self, HostError> {
+        host.define_counter(&metric_name(policy, outcome))
+            .map(Counter)
+    }
+
+    /// Adds one.
+    pub fn inc(self, host: &impl Host) {
+        host.increment_counter(self.0, 1);
+    }
+}
+
+/// The full metric name for a policy outcome.
+pub fn metric_name(policy: &str, outcome: &str) -> String {
+    format!("palisade.{}.{}", policy.replace('-', "_"), outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestEnvoy;
+
+    #[test]
+    fn counters_are_named_and_shared_by_workers() {
+        assert_eq!(
+            metric_name("ip-filter", "denied"),
+            "palisade.ip_filter.denied"
+        );
+        let envoy = TestEnvoy::new(2);
+        let mut w0 = envoy.request(0);
+        let mut w1 = envoy.request(1);
+        let a = Counter::define(&mut w0, "ip-filter", "denied").unwrap();
+        let b = Counter::define(&mut w1, "ip-filter", "denied").unwrap();
+        a.inc(&w0);
+        b.inc(&w1);
+        b.inc(&w1);
+        assert_eq!(envoy.counter("palisade.ip_filter.denied"), 3);
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds every policy for wasm32-wasip1 in release, optimizes with wasm-opt when it is
+# installed, and leaves dist/<policy>.wasm plus dist/SHA256SUMS.
+source "$(dirname "$0")/common.sh"
+
+if ! rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET"; then
+  rustup target add "$WASM_TARGET"
+fi
+
+mapfile -t names < <(policies)
+packages=()
+for name in "${names[@]}"; do packages+=(-p "$name"); done
+log "building ${names[*]}"
+cargo build --quiet --release --target "$WASM_TARGET" "${packages[@]}" --manifest-path "$ROOT/Cargo.toml"
+
+mkdir -p "$ROOT/dist"
+rm -f "$ROOT"/dist/*.wasm "$ROOT/dist/SHA256SUMS"
+# rustc turns these wasm features on by default; wasm-opt must be told (SPIKES.md section 4).
+features=(--enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int
+          --enable-mutable-globals --enable-reference-types --enable-multivalue)
+for name in "${names[@]}"; do
+  built="$ROOT/target/$WASM_TARGET/release/${name//-/_}.wasm"
+  out="$ROOT/dist/$name.wasm"
+  if command -v wasm-opt >/dev/null 2>&1; then
+    wasm-opt -Oz "${features[@]}" "$built" -o "$out"
+  else
+    cp "$built" "$out"
+  fi
+done
+(cd "$ROOT/dist" && sha256sum -- *.wasm > SHA256SUMS)
+printf '%-28s %10s %10s\n' artifact bytes gzip-9
+for name in "${names[@]}"; do
+  out="$ROOT/dist/$name.wasm"
+  printf '%-28s %10d %10d\n' "dist/$name.wasm" "$(stat -c %s "$out")" "$(gzip -9c "$out" | wc -c)"
+done
