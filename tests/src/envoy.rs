@@ -1,0 +1,369 @@
+//! Starting stock Envoy with the filters under test.
+
+use crate::client::{http1, http2, Request, Response};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One HTTP filter of the chain.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    /// A Palisade policy: `dist/<policy>.wasm` with a JSON configuration.
+    Wasm {
+        /// Policy (artifact) name.
+        policy: String,
+        /// JSON configuration, passed as the plugin's StringValue.
+        config: String,
+    },
+    /// Any Envoy HTTP filter, as its `HttpFilter` JSON (`name` + `typed_config`).
+    Native(Value),
+}
+
+impl Filter {
+    /// A Palisade policy with its JSON configuration.
+    pub fn wasm(policy: &str, config: impl Into<String>) -> Filter {
+        Filter::Wasm {
+            policy: policy.into(),
+            config: config.into(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self {
+            Filter::Native(v) => v.clone(),
+            Filter::Wasm { policy, config } => json!({
+                "name": format!("palisade.{policy}"),
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": policy,
+                        "root_id": policy,
+                        "configuration": {
+                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                            "value": config,
+                        },
+                        "vm_config": {
+                            "vm_id": "palisade",
+                            "runtime": "envoy.wasm.runtime.v8",
+                            "code": {"local": {"filename": crate::wasm(policy)}},
+                        },
+                    },
+                },
+            }),
+        }
+    }
+}
+
+/// Where the gateway sends requests that pass the filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To the `upstream` cluster (an echo server).
+    Upstream(u16),
+    /// Answered by Envoy itself: 200 `ok` (benchmarks measure filters alone with it).
+    Direct,
+}
+
+/// Builds an Envoy configuration and starts it.
+#[derive(Debug, Clone)]
+pub struct GatewayBuilder {
+    filters: Vec<Filter>,
+    ipv6: bool,
+    route: Route,
+    hcm: serde_json::Map<String, Value>,
+    clusters: Vec<(String, u16)>,
+    concurrency: u32,
+}
+
+impl GatewayBuilder {
+    /// A gateway on 127.0.0.1 with a direct-response route, no filters and 2 workers, set up as
+    /// an edge proxy (`use_remote_address: true`: the client address is the TCP peer, never a
+    /// client-written `X-Forwarded-For`).
+    pub fn new() -> Self {
+        let mut hcm = serde_json::Map::new();
+        hcm.insert("use_remote_address".into(), Value::Bool(true));
+        GatewayBuilder {
+            filters: Vec::new(),
+            ipv6: false,
+            route: Route::Direct,
+            hcm,
+            clusters: Vec::new(),
+            concurrency: 2,
+        }
+    }
+
+    /// Appends a filter (before the router).
+    pub fn filter(mut self, f: Filter) -> Self {
+        self.filters.push(f);
+        self
+    }
+
+    /// Appends a Palisade policy with its JSON configuration.
+    pub fn wasm(self, policy: &str, config: impl Into<String>) -> Self {
+        self.filter(Filter::wasm(policy, config))
+    }
+
+    /// Routes to an upstream on 127.0.0.1:`port` (cluster `upstream`).
+    pub fn upstream(mut self, upstream: &crate::Upstream) -> Self {
+        self.route = Route::Upstream(upstream.port());
+        self
+    }
+
+    /// Adds a cluster named `name` pointing at 127.0.0.1:`port` (for policies' outbound calls).
+    pub fn cluster(mut self, name: &str, port: u16) -> Self {
+        self.clusters.push((name.into(), port));
+        self
+    }
+
+    /// Listens on [::1] instead of 127.0.0.1.
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
+    /// Sets a field of the HTTP connection manager (e.g. `xff_num_trusted_hops`).
+    pub fn hcm(mut self, key: &str, value: Value) -> Self {
+        self.hcm.insert(key.into(), value);
+        self
+    }
+
+    /// Number of worker threads (default 2).
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// The Envoy bootstrap configuration this builder renders.
+    pub fn bootstrap(&self) -> Value {
+        let mut http_filters: Vec<Value> = self.filters.iter().map(Filter::to_json).collect();
+        http_filters.push(json!({
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }));
+        let route = match self.route {
+            Route::Upstream(_) => {
+                json!({"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "30s"}})
+            }
+            Route::Direct => {
+                json!({"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}})
+            }
+        };
+        let mut hcm = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "gateway",
+            "codec_type": "AUTO",
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+            "http_filters": http_filters,
+        });
+        for (k, v) in &self.hcm {
+            hcm[k] = v.clone();
+        }
+        let mut clusters: Vec<Value> = self
+            .clusters
+            .iter()
+            .map(|(name, port)| static_cluster(name, *port))
+            .collect();
+        if let Route::Upstream(port) = self.route {
+            clusters.push(static_cluster("upstream", port));
+        }
+        let listen = if self.ipv6 { "::1" } else { "127.0.0.1" };
+        json!({
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+            "static_resources": {
+                "listeners": [{
+                    "name": "gateway",
+                    "address": {"socket_address": {"address": listen, "port_value": 0}},
+                    "filter_chains": [{"filters": [{
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": hcm,
+                    }]}],
+                }],
+                "clusters": clusters,
+            },
+        })
+    }
+
+    /// Starts Envoy and waits until it serves; panics with Envoy's log if it does not.
+    pub fn start(self) -> Gateway {
+        match self.try_start() {
+            Ok(gw) => gw,
+            Err(log) => panic!("Envoy did not start:\n{log}"),
+        }
+    }
+
+    /// Starts Envoy expecting it to refuse the configuration; returns its log.
+    pub fn start_err(self) -> String {
+        match self.try_start() {
+            Ok(gw) => panic!("Envoy accepted the configuration:\n{}", gw.log()),
+            Err(log) => log,
+        }
+    }
+
+    /// Starts Envoy; on failure returns its log.
+    pub fn try_start(self) -> Result<Gateway, String> {
+        let dir = crate::scratch_dir("envoy");
+        let config = dir.join("envoy.json");
+        std::fs::write(&config, self.bootstrap().to_string()).expect("write Envoy config");
+        let log_path = dir.join("envoy.log");
+        let admin_file = dir.join("admin.txt");
+        let log = std::fs::File::create(&log_path).expect("create Envoy log");
+        let mut cmd = Command::new(crate::envoy_bin());
+        cmd.arg("-c")
+            .arg(&config)
+            .args(["--concurrency", &self.concurrency.to_string()])
+            .arg("--disable-hot-restart")
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .args(["-l", "info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe. Envoy dies with the test process, so no stray
+        // Envoy survives an aborted test run.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start Envoy");
+        let mut gw = Gateway {
+            child,
+            admin: None,
+            listener: None,
+            log_path,
+        };
+        gw.wait_ready(&admin_file)?;
+        Ok(gw)
+    }
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn static_cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+        }}]}]},
+    })
+}
+
+/// A running Envoy. Killed when dropped; its log is printed if the test is failing.
+pub struct Gateway {
+    child: Child,
+    admin: Option<SocketAddr>,
+    listener: Option<SocketAddr>,
+    log_path: PathBuf,
+}
+
+impl Gateway {
+    /// A gateway builder.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::new()
+    }
+
+    fn wait_ready(&mut self, admin_file: &std::path::Path) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("Envoy exited with {status}\n{}", self.log()));
+            }
+            if self.admin.is_none() {
+                self.admin = std::fs::read_to_string(admin_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+            }
+            if let Some(admin) = self.admin {
+                if let Ok(r) = std::panic::catch_unwind(|| http1(admin, &Request::get("/ready"))) {
+                    if r.status == 200 {
+                        let listeners = self.admin_get("/listeners?format=json");
+                        let v: Value =
+                            serde_json::from_str(&listeners).map_err(|e| e.to_string())?;
+                        let sa = &v["listener_statuses"][0]["local_address"]["socket_address"];
+                        let ip = sa["address"].as_str().unwrap_or_default();
+                        let port = sa["port_value"].as_u64().unwrap_or_default();
+                        self.listener = format!("{}:{port}", bracket(ip)).parse().ok();
+                        return self
+                            .listener
+                            .map(|_| ())
+                            .ok_or_else(|| format!("no listener in {listeners}"));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("Envoy was not ready after 30 s\n{}", self.log()))
+    }
+
+    /// The listener address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.expect("listener address")
+    }
+
+    /// The admin address.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("admin address")
+    }
+
+    /// Sends a request over HTTP/1.1.
+    pub fn send(&self, req: &Request) -> Response {
+        http1(self.addr(), req)
+    }
+
+    /// Sends a request over HTTP/2.
+    pub fn send_h2(&self, req: &Request) -> Response {
+        http2(self.addr(), req)
+    }
+
+    /// GETs an admin endpoint and returns its body.
+    pub fn admin_get(&self, path: &str) -> String {
+        http1(self.admin(), &Request::get(path)).text()
+    }
+
+    /// The value of a metric in `/stats/prometheus` (e.g. `palisade_ip_filter_denied`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.admin_get("/stats/prometheus")
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                let key = key.split('{').next()?;
+                (key == name).then(|| value.parse().ok()).flatten()
+            })
+    }
+
+    /// Everything Envoy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- Envoy log ({}) -----\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+fn bracket(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    }
+}
