@@ -309,6 +309,11 @@ impl Gateway {
         self.listener.expect("listener address")
     }
 
+    /// Envoy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The admin address.
     pub fn admin(&self) -> SocketAddr {
         self.admin.expect("admin address")

@@ -17,7 +17,12 @@ pub struct Upstream {
 impl Upstream {
     /// Starts an echo server on 127.0.0.1 and a free port.
     pub fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::start_on(0)
+    }
+
+    /// Starts an echo server on 127.0.0.1:`port` (0: a free port).
+    pub fn start_on(port: u16) -> Upstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind upstream");
         let addr = listener.local_addr().expect("upstream address");
         let hits = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));

@@ -8,6 +8,9 @@
 //! * [`credentials`]: RFC 7617 Basic credentials.
 //! * [`shared`]: compare-and-swap counters and a bounded cache on proxy-wasm shared data.
 //! * [`identity`]: the authenticated caller, handed from an auth policy to later ones.
+//! * [`background`]: one fetcher per Envoy (a lease) and documents shared by every worker.
+//! * [`secret`]: constant-time comparison and digests.
+//! * [`cors`]: recognising CORS preflights, so auth policies can let them pass.
 //! * [`metrics`]: `palisade.<policy>.<outcome>` counters.
 //! * [`host`]: the small trait every policy talks to the host through; [`wasm`] implements it
 //!   over the proxy-wasm ABI, [`testing`] in memory for native unit tests.
@@ -16,13 +19,16 @@
 //! `cargo test`.
 
 pub mod address;
+pub mod background;
 pub mod config;
+pub mod cors;
 pub mod credentials;
 pub mod denial;
 pub mod host;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod secret;
 pub mod selector;
 pub mod shared;
 #[cfg(not(target_arch = "wasm32"))]
