@@ -35,6 +35,8 @@ pub mod shared;
 pub mod testing;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod wire;
 
 pub use config::ConfigError;
 pub use denial::{Denial, DenialOverride};

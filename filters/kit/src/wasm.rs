@@ -7,6 +7,7 @@
 
 use crate::host::{Host, HostError, LogLevel, SharedValue};
 use crate::policy::{HeaderPolicy, Verdict};
+use crate::wire::{deserialize_pairs, serialize_pairs};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::ptr::{null, null_mut};
@@ -102,6 +103,20 @@ mod abi {
             out_id: *mut u32,
         ) -> u32;
         pub fn proxy_increment_metric(id: u32, delta: i64) -> u32;
+        pub fn proxy_get_header_map_pairs(
+            map: u32,
+            out_data: *mut *mut u8,
+            out_size: *mut usize,
+        ) -> u32;
+        pub fn proxy_set_buffer_bytes(
+            buffer: u32,
+            start: usize,
+            size: usize,
+            data: *const u8,
+            data_size: usize,
+        ) -> u32;
+        pub fn proxy_set_effective_context(context_id: u32) -> u32;
+        pub fn proxy_continue_stream(stream: u32) -> u32;
     }
 }
 
@@ -113,7 +128,6 @@ const CAS_MISMATCH: u32 = 8;
 
 const REQUEST_HEADERS: u32 = 0;
 const RESPONSE_HEADERS: u32 = 2;
-const PLUGIN_CONFIGURATION: u32 = 7;
 const COUNTER: u32 = 0;
 
 fn status(code: u32) -> Result<(), HostError> {
@@ -134,28 +148,6 @@ unsafe fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
     } else {
         Some(Vec::from_raw_parts(data, size, size))
     }
-}
-
-/// The proxy-wasm wire format for header lists: count, (name length, value length) pairs, then
-/// each name and value NUL-terminated.
-fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
-    let size = 4 + pairs
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 10)
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (n, v) in pairs {
-        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    }
-    for (n, v) in pairs {
-        out.extend_from_slice(n.as_bytes());
-        out.push(0);
-        out.extend_from_slice(v.as_bytes());
-        out.push(0);
-    }
-    out
 }
 
 fn header_value(map: u32, name: &str) -> Option<String> {
@@ -370,16 +362,100 @@ impl Host for WasmHost {
 
 /// The plugin configuration bytes (empty when none was given).
 pub fn plugin_configuration() -> Vec<u8> {
+    buffer_bytes(Buffer::PluginConfiguration, 0, usize::MAX)
+}
+
+/// Proxy-wasm buffer types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Buffer {
+    /// The request body (in body callbacks: the chunk(s) buffered so far).
+    RequestBody = 0,
+    /// The response body.
+    ResponseBody = 1,
+    /// The body of an HTTP call's response (in `on_http_call_response`).
+    HttpCallResponseBody = 4,
+    /// The plugin configuration.
+    PluginConfiguration = 7,
+}
+
+/// Proxy-wasm header maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HeaderMap {
+    /// Request headers.
+    RequestHeaders = 0,
+    /// Request trailers.
+    RequestTrailers = 1,
+    /// Response headers.
+    ResponseHeaders = 2,
+    /// Response trailers.
+    ResponseTrailers = 3,
+    /// Headers of an HTTP call's response (in `on_http_call_response`).
+    HttpCallResponseHeaders = 6,
+}
+
+/// Bytes `start..start+max` of a buffer (empty when absent).
+pub fn buffer_bytes(buffer: Buffer, start: usize, max: usize) -> Vec<u8> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: the host writes a buffer it allocated with our allocator, or nothing.
-    let code = unsafe {
-        abi::proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, usize::MAX, &mut data, &mut size)
-    };
+    let code =
+        unsafe { abi::proxy_get_buffer_bytes(buffer as u32, start, max, &mut data, &mut size) };
     if code != OK {
         return Vec::new();
     }
     unsafe { owned(data, size) }.unwrap_or_default()
+}
+
+/// Replaces bytes `start..start+size` of a buffer with `data` (e.g. rewrites a body chunk).
+pub fn set_buffer_bytes(
+    buffer: Buffer,
+    start: usize,
+    size: usize,
+    data: &[u8],
+) -> Result<(), HostError> {
+    // SAFETY: plain read of our own buffer.
+    status(unsafe {
+        abi::proxy_set_buffer_bytes(buffer as u32, start, size, data.as_ptr(), data.len())
+    })
+}
+
+/// One header of any map (e.g. an HTTP call's response `:status`).
+pub fn map_value(map: HeaderMap, name: &str) -> Option<String> {
+    header_value(map as u32, name)
+}
+
+/// All headers of a map, in order. Names and values that are not UTF-8 are skipped.
+pub fn map_pairs(map: HeaderMap) -> Vec<(String, String)> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: the host writes a buffer it allocated with our allocator, or nothing.
+    let code = unsafe { abi::proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    if code != OK {
+        return Vec::new();
+    }
+    let bytes = unsafe { owned(data, size) }.unwrap_or_default();
+    deserialize_pairs(&bytes)
+}
+
+/// Makes `context_id` the context later host calls act on (from a root context's timer or
+/// queue callback). Fails with [`HostError::BadArgument`] when that request is gone.
+pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
+    // SAFETY: no pointers.
+    status(unsafe { abi::proxy_set_effective_context(context_id) })
+}
+
+/// Resumes the (effective) paused request.
+pub fn resume_http_request() -> Result<(), HostError> {
+    // SAFETY: no pointers. Stream type 0 is the HTTP request.
+    status(unsafe { abi::proxy_continue_stream(0) })
+}
+
+/// Resumes the (effective) paused response.
+pub fn resume_http_response() -> Result<(), HostError> {
+    // SAFETY: no pointers. Stream type 1 is the HTTP response.
+    status(unsafe { abi::proxy_continue_stream(1) })
 }
 
 /// Registers `P` as this module's policy. Call from `proxy_wasm::main!`.
