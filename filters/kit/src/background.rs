@@ -80,6 +80,44 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
+/// A periodic job run by one VM per period: every VM's timer calls [`Schedule::claim`], and the
+/// first to find the job due moves the due time forward with compare-and-swap and runs it.
+/// Unlike a [`Lease`] no VM is preferred; a VM that dies mid-run only delays the next run.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    key: String,
+}
+
+impl Schedule {
+    /// The job called `name` (due at once if it never ran in this Envoy).
+    pub fn new(name: &str) -> Self {
+        Schedule {
+            key: format!("palisade:schedule:{name}"),
+        }
+    }
+
+    /// `true` for exactly one caller when the job is due; it is then next due in `next_in_ms`.
+    pub fn claim(&self, host: &impl Host, next_in_ms: u64) -> Result<bool, SharedError> {
+        let now = host.now_ms();
+        cas_update(host, &self.key, |current| {
+            let due = current.map_or(0, |v| read_u64(v, 0));
+            if due <= now {
+                Update::Write(now.saturating_add(next_in_ms).to_le_bytes().to_vec(), true)
+            } else {
+                Update::Keep(false)
+            }
+        })
+    }
+
+    /// Sets the next run to `in_ms` from now (e.g. retry sooner after a failed fetch).
+    pub fn reschedule(&self, host: &impl Host, in_ms: u64) -> Result<(), SharedError> {
+        let due = host.now_ms().saturating_add(in_ms);
+        cas_update(host, &self.key, |_| {
+            Update::Write(due.to_le_bytes().to_vec(), ())
+        })
+    }
+}
+
 /// A document (a client registry, a JWKS...) published once per Envoy for every worker.
 ///
 /// The body lives under `<name>:data` as `version | published_ms | bytes`; `<name>:version`
@@ -255,6 +293,28 @@ mod tests {
         // Every period one worker fetches, and it is always the same one while it lives.
         assert_eq!(fetches.len(), 10);
         assert!(fetches.iter().all(|(w, _)| *w == fetches[0].0));
+    }
+
+    #[test]
+    fn a_schedule_runs_once_per_period_whichever_worker_ticks() {
+        let envoy = TestEnvoy::new(2);
+        let job = Schedule::new("registry");
+        for w in 0..2 {
+            envoy.request(w).set_tick_period_ms(10).unwrap();
+        }
+        let mut runs = Vec::new();
+        envoy.run_timers(1_000, |worker, host| {
+            if job.claim(host, 100).unwrap() {
+                runs.push((worker, host.now_ms()));
+            }
+        });
+        assert_eq!(runs.len(), 10, "{runs:?}");
+        let start = envoy.now_ms() - 1_000;
+        job.reschedule(&envoy.request(0), 5).unwrap();
+        envoy.advance_ms(5);
+        assert!(job.claim(&envoy.request(1), 100).unwrap());
+        assert!(!job.claim(&envoy.request(0), 100).unwrap());
+        assert!(runs[0].1 > start);
     }
 
     #[test]
