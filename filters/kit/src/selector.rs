@@ -139,6 +139,75 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// Removes the selected value from the request before it goes upstream (to hide a
+    /// credential): the header, the whole `Authorization` header for `basic:*`, the query
+    /// parameter (every occurrence), or the cookie. Selectors of derived values (`ip`,
+    /// `client-id`, ...) have nothing to remove.
+    pub fn remove_from(&self, host: &mut impl Host) {
+        match self {
+            Selector::Header(name) => host.remove_request_header(name),
+            Selector::BasicUsername | Selector::BasicPassword => {
+                host.remove_request_header("authorization")
+            }
+            Selector::Query(name) => {
+                if let Some(path) = host.request_header(":path") {
+                    if let Some(stripped) = without_query_param(&path, name) {
+                        host.set_request_header(":path", &stripped);
+                    }
+                }
+            }
+            Selector::Cookie(name) => {
+                if let Some(header) = host.request_header("cookie") {
+                    let kept: Vec<&str> = header
+                        .split(';')
+                        .map(str::trim)
+                        .filter(|pair| pair.split('=').next().map(str::trim) != Some(name.as_str()))
+                        .collect();
+                    if kept.is_empty() {
+                        host.remove_request_header("cookie");
+                    } else {
+                        host.set_request_header("cookie", &kept.join("; "));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `path` without any `name=...` query parameter, or `None` if it had none.
+pub fn without_query_param(path: &str, name: &str) -> Option<String> {
+    let (base, query) = path.split_once('?')?;
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let mut removed = false;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            let matches = percent_decode(key).as_deref() == Some(name);
+            removed |= matches;
+            !matches
+        })
+        .collect();
+    if !removed {
+        return None;
+    }
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    Some(out)
+}
+
 /// The first value of query parameter `name` in a request path, percent-decoded (`+` is a space).
 pub fn query_param(path: &str, name: &str) -> Option<String> {
     let (_, query) = path.split_once('?')?;
@@ -235,6 +304,43 @@ mod tests {
             Some("euro")
         );
         assert_eq!(query_param("/a?k=%", "k"), None);
+    }
+
+    #[test]
+    fn removes_credentials() {
+        assert_eq!(
+            without_query_param("/a?k=1&x=2&k=3", "k").as_deref(),
+            Some("/a?x=2")
+        );
+        assert_eq!(without_query_param("/a?k=1", "k").as_deref(), Some("/a"));
+        assert_eq!(without_query_param("/a?x=1", "k"), None);
+        assert_eq!(
+            without_query_param("/a?c%5Fid=1&y", "c_id").as_deref(),
+            Some("/a?y")
+        );
+
+        let envoy = TestEnvoy::new(1);
+        let mut req = envoy.request(0);
+        req.add_header(":path", "/p?client_secret=s&a=b");
+        req.add_header("cookie", "sid=1; secret=2");
+        req.add_header("x-secret", "3");
+        req.add_header("authorization", "Basic eDp5");
+        for s in [
+            "query:client_secret",
+            "cookie:secret",
+            "header:x-secret",
+            "basic:password",
+        ] {
+            s.parse::<Selector>().unwrap().remove_from(&mut req);
+        }
+        let headers: Vec<(String, String)> = req.headers().to_vec();
+        assert_eq!(
+            headers,
+            vec![
+                (":path".into(), "/p?a=b".into()),
+                ("cookie".into(), "sid=1".into())
+            ]
+        );
     }
 
     #[test]
