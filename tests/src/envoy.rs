@@ -75,6 +75,7 @@ pub struct GatewayBuilder {
     hcm: serde_json::Map<String, Value>,
     clusters: Vec<(String, u16)>,
     concurrency: u32,
+    route_fields: serde_json::Map<String, Value>,
 }
 
 impl GatewayBuilder {
@@ -91,6 +92,7 @@ impl GatewayBuilder {
             hcm,
             clusters: Vec::new(),
             concurrency: 2,
+            route_fields: serde_json::Map::new(),
         }
     }
 
@@ -129,6 +131,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Sets a field of the one route (e.g. `typed_per_filter_config` for a native filter's
+    /// per-route policy, or `response_headers_to_add`).
+    pub fn route_field(mut self, key: &str, value: Value) -> Self {
+        self.route_fields.insert(key.into(), value);
+        self
+    }
+
     /// Number of worker threads (default 2).
     pub fn concurrency(mut self, n: u32) -> Self {
         self.concurrency = n;
@@ -142,7 +151,7 @@ impl GatewayBuilder {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
         }));
-        let route = match self.route {
+        let mut route = match self.route {
             Route::Upstream(_) => {
                 json!({"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "30s"}})
             }
@@ -150,6 +159,9 @@ impl GatewayBuilder {
                 json!({"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}})
             }
         };
+        for (k, v) in &self.route_fields {
+            route[k] = v.clone();
+        }
         let mut hcm = json!({
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": "gateway",
