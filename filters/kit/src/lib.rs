@@ -8,6 +8,8 @@
 //! * [`credentials`]: RFC 7617 Basic credentials.
 //! * [`shared`]: compare-and-swap counters and a bounded cache on proxy-wasm shared data.
 //! * [`identity`]: the authenticated caller, handed from an auth policy to later ones.
+//! * [`body`]: request-body inspection: media types, streaming scanners, verdict at end of
+//!   stream or trailers.
 //! * [`background`]: one fetcher per Envoy (a lease) and documents shared by every worker.
 //! * [`secret`]: constant-time comparison and digests.
 //! * [`cors`]: recognising CORS preflights, so auth policies can let them pass.
@@ -20,6 +22,7 @@
 
 pub mod address;
 pub mod background;
+pub mod body;
 pub mod config;
 pub mod cors;
 pub mod credentials;

@@ -1,0 +1,627 @@
+//! Request-body inspection policies (JSON and XML threat protection): which bodies are
+//! inspected, the streaming drive of a scanner over body chunks, and the verdict.
+//!
+//! A policy provides a [`BodyScanner`] (a resumable state machine fed each body byte once) and
+//! [`BodyRules`] (media types, size limit, denial, metrics). [`BodyStream`] is the per-request
+//! logic over plain types and `impl Host`: headers of a body that must be inspected are held
+//! back, every chunk is scanned as it arrives (only the bytes not scanned yet), the body is kept
+//! buffered in Envoy until the verdict, and the verdict completes at end of stream or in the
+//! trailers (HTTP/2 bodies followed by trailers never carry end-of-stream on a data frame). A
+//! rejected body therefore never reaches the upstream, not even in part. `wasm::start` turns a
+//! [`BodyPolicy`] into proxy-wasm contexts.
+
+use crate::config::ConfigError;
+use crate::denial::{Denial, DenialOverride};
+use crate::host::{Host, LogLevel};
+use crate::metrics::Counter;
+
+/// Why a body was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// What was violated: a malformed document or a configured limit.
+    pub kind: ViolationKind,
+    /// Byte offset in the body where it was detected (0-based).
+    pub offset: u64,
+    /// For a human: names the violated limit (`maxContainerDepth (3) exceeded`) or the syntax
+    /// error (`unexpected character 'x'`).
+    pub message: String,
+}
+
+/// The class of a [`Violation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// The body is not a well-formed document.
+    Malformed,
+    /// The body is well-formed so far but exceeds a configured limit.
+    Limit,
+}
+
+impl Violation {
+    /// A syntax error at `offset`.
+    pub fn malformed(offset: u64, message: impl Into<String>) -> Self {
+        Violation {
+            kind: ViolationKind::Malformed,
+            offset,
+            message: message.into(),
+        }
+    }
+
+    /// A limit exceeded at `offset`.
+    pub fn limit(offset: u64, message: impl Into<String>) -> Self {
+        Violation {
+            kind: ViolationKind::Limit,
+            offset,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}", self.message, self.offset)
+    }
+}
+
+/// A streaming validator. Fed the body in chunks of any size, each byte once; it must reach the
+/// same verdict whatever the chunking, keep bounded state, and never panic.
+pub trait BodyScanner {
+    /// Scans the next chunk. After an error the scanner is not fed again.
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), Violation>;
+    /// The body is complete: is it a whole document?
+    fn finish(&mut self) -> Result<(), Violation>;
+}
+
+/// Which bodies are inspected, by `content-type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaTypes {
+    exact: Vec<&'static str>,
+    suffix: &'static str,
+    check_all: bool,
+}
+
+impl MediaTypes {
+    /// Bodies whose media type is one of `exact` or ends with `suffix` (e.g. `+json`, for
+    /// `application/*+json`), and bodies without a content type. With `check_all`, every body.
+    pub fn new(exact: &[&'static str], suffix: &'static str, check_all: bool) -> Self {
+        MediaTypes {
+            exact: exact.to_vec(),
+            suffix,
+            check_all,
+        }
+    }
+
+    /// Whether a body with this `content-type` header is inspected. Parameters (`; charset=`)
+    /// and case are ignored.
+    pub fn inspects(&self, content_type: Option<&str>) -> bool {
+        if self.check_all {
+            return true;
+        }
+        let Some(value) = content_type else {
+            return true;
+        };
+        let media = value.split(';').next().unwrap_or_default().trim();
+        if media.is_empty() {
+            return true;
+        }
+        let media = media.to_ascii_lowercase();
+        if self.exact.iter().any(|e| *e == media) {
+            return true;
+        }
+        // `type/subtype+suffix`: the structured-syntax suffix (RFC 6839) names the format.
+        media
+            .split_once('/')
+            .is_some_and(|(_, sub)| sub.len() > self.suffix.len() && sub.ends_with(self.suffix))
+    }
+}
+
+/// What a body policy needs besides its scanner, compiled at configure time.
+#[derive(Debug, Clone)]
+pub struct BodyRules {
+    media: MediaTypes,
+    max_body_bytes: Option<u64>,
+    status: u16,
+    code: &'static str,
+    headers: Vec<(String, String)>,
+    custom_body: Option<Vec<u8>>,
+    allowed: Counter,
+    denied_limit: Counter,
+    denied_malformed: Counter,
+    skipped: Counter,
+}
+
+impl BodyRules {
+    /// Rules for `policy`: denials are 400 with error `code` (and the violation as message)
+    /// unless overridden by `denial`; metrics `palisade.<policy>.{allowed, denied_limit,
+    /// denied_malformed, skipped}`.
+    pub fn new(
+        policy: &str,
+        code: &'static str,
+        media: MediaTypes,
+        max_body_bytes: Option<u64>,
+        denial: Option<&DenialOverride>,
+        host: &mut impl Host,
+    ) -> Result<Self, ConfigError> {
+        let base = Denial::new(400, code, "").overridden(denial, "denial")?;
+        let mut counter = |outcome: &str| {
+            Counter::define(host, policy, outcome)
+                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
+        };
+        Ok(BodyRules {
+            media,
+            max_body_bytes,
+            status: base.status(),
+            code,
+            headers: base
+                .headers()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+            custom_body: denial
+                .and_then(|d| d.body.as_ref())
+                .map(|b| b.as_bytes().to_vec()),
+            allowed: counter("allowed")?,
+            denied_limit: counter("denied_limit")?,
+            denied_malformed: counter("denied_malformed")?,
+            skipped: counter("skipped")?,
+        })
+    }
+
+    /// Which bodies are inspected.
+    pub fn media(&self) -> &MediaTypes {
+        &self.media
+    }
+
+    fn deny(&self, host: &mut impl Host, violation: &Violation) {
+        match violation.kind {
+            ViolationKind::Limit => self.denied_limit.inc(host),
+            ViolationKind::Malformed => self.denied_malformed.inc(host),
+        }
+        host.log(
+            LogLevel::Debug,
+            &format!("{}: rejected body: {violation}", self.code),
+        );
+        let body = match &self.custom_body {
+            Some(b) => b.clone(),
+            None => serde_json::json!({"error": self.code, "message": violation.to_string()})
+                .to_string()
+                .into_bytes(),
+        };
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        // If even the local reply fails, the request stays paused and never reaches upstream.
+        let _ = host.send_response(self.status, &headers, &body);
+    }
+}
+
+/// A compiled body policy.
+pub trait BodyPolicy: Sized + 'static {
+    /// The policy's name (kebab-case; also its artifact and metric name).
+    const NAME: &'static str;
+    /// Its scanner.
+    type Scanner: BodyScanner;
+    /// Compiles the JSON configuration; `host` is available to define metrics.
+    fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError>;
+    /// The inspection rules.
+    fn rules(&self) -> &BodyRules;
+    /// A fresh scanner for one body.
+    fn scanner(&self) -> Self::Scanner;
+}
+
+/// What to tell Envoy after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Let the request continue (with everything buffered so far).
+    Continue,
+    /// Hold the request (and keep buffering the body) until the verdict.
+    Wait,
+    /// The request was answered with a denial; stop it.
+    Denied,
+}
+
+/// The inspection of one request body.
+#[derive(Debug)]
+pub struct BodyStream<S> {
+    state: State<S>,
+    scanned: u64,
+}
+
+#[derive(Debug)]
+enum State<S> {
+    /// Not inspected (no body, another media type) or already allowed.
+    Pass,
+    /// Inspecting; the request is held.
+    Scanning(S),
+    /// Answered with a denial.
+    Denied,
+}
+
+impl<S> Default for BodyStream<S> {
+    fn default() -> Self {
+        BodyStream {
+            state: State::Pass,
+            scanned: 0,
+        }
+    }
+}
+
+impl<S: BodyScanner> BodyStream<S> {
+    /// Request headers arrived: decide whether the body is inspected. Headers are held back
+    /// while it is, so the upstream sees nothing of a request that will be rejected.
+    pub fn on_headers<P: BodyPolicy<Scanner = S>>(
+        &mut self,
+        policy: &P,
+        host: &mut impl Host,
+        end_of_stream: bool,
+    ) -> Step {
+        let rules = policy.rules();
+        if end_of_stream {
+            // No body: nothing to inspect.
+            return Step::Continue;
+        }
+        if !rules
+            .media
+            .inspects(host.request_header("content-type").as_deref())
+        {
+            rules.skipped.inc(host);
+            return Step::Continue;
+        }
+        if let (Some(max), Some(length)) = (
+            rules.max_body_bytes,
+            host.request_header("content-length")
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+        ) {
+            if length > max {
+                let violation = Violation::limit(
+                    max,
+                    format!("maxBodyBytes ({max}) exceeded: content-length is {length}"),
+                );
+                return self.reject(rules, host, &violation);
+            }
+        }
+        self.state = State::Scanning(policy.scanner());
+        Step::Wait
+    }
+
+    /// A body callback: `buffered` bytes are buffered in total; `read(start, len)` returns
+    /// bytes `start..start+len` of that buffer. Only bytes not scanned yet are read.
+    pub fn on_body<P: BodyPolicy<Scanner = S>>(
+        &mut self,
+        policy: &P,
+        host: &mut impl Host,
+        buffered: usize,
+        end_of_stream: bool,
+        read: impl FnOnce(usize, usize) -> Vec<u8>,
+    ) -> Step {
+        let rules = policy.rules();
+        let scanner = match &mut self.state {
+            State::Pass => return Step::Continue,
+            State::Denied => return Step::Denied,
+            State::Scanning(scanner) => scanner,
+        };
+        let buffered = buffered as u64;
+        if buffered > self.scanned {
+            let start = self.scanned;
+            if let Some(max) = rules.max_body_bytes {
+                if buffered > max {
+                    let v = Violation::limit(max, format!("maxBodyBytes ({max}) exceeded"));
+                    return self.reject(rules, host, &v);
+                }
+            }
+            let chunk = read(start as usize, (buffered - start) as usize);
+            self.scanned += chunk.len() as u64;
+            if let Err(violation) = scanner.feed(&chunk) {
+                return self.reject(rules, host, &violation);
+            }
+        }
+        if end_of_stream {
+            self.finish(rules, host)
+        } else {
+            Step::Wait
+        }
+    }
+
+    /// Request trailers arrived: the body is complete.
+    pub fn on_trailers<P: BodyPolicy<Scanner = S>>(
+        &mut self,
+        policy: &P,
+        host: &mut impl Host,
+    ) -> Step {
+        self.finish(policy.rules(), host)
+    }
+
+    fn finish(&mut self, rules: &BodyRules, host: &mut impl Host) -> Step {
+        let scanner = match &mut self.state {
+            State::Pass => return Step::Continue,
+            State::Denied => return Step::Denied,
+            State::Scanning(scanner) => scanner,
+        };
+        match scanner.finish() {
+            Ok(()) => {
+                self.state = State::Pass;
+                rules.allowed.inc(host);
+                Step::Continue
+            }
+            Err(violation) => self.reject(rules, host, &violation),
+        }
+    }
+
+    fn reject(&mut self, rules: &BodyRules, host: &mut impl Host, violation: &Violation) -> Step {
+        self.state = State::Denied;
+        rules.deny(host, violation);
+        Step::Denied
+    }
+
+    /// Bytes scanned so far.
+    pub fn scanned(&self) -> u64 {
+        self.scanned
+    }
+}
+
+/// The proxy-wasm glue of a body policy.
+#[cfg(target_arch = "wasm32")]
+pub mod wasm {
+    use super::{BodyPolicy, BodyStream, Step};
+    use crate::host::{Host, LogLevel};
+    use crate::wasm::{buffer_bytes, plugin_configuration, Buffer, WasmHost};
+    use proxy_wasm::traits::{Context, HttpContext, RootContext};
+    use proxy_wasm::types::{Action, ContextType};
+    use std::rc::Rc;
+
+    /// Registers `P` as this module's policy. Call from `proxy_wasm::main!`.
+    pub fn start<P: BodyPolicy>() {
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        proxy_wasm::set_root_context(|_| Box::new(Root::<P> { policy: None }));
+    }
+
+    struct Root<P> {
+        policy: Option<Rc<P>>,
+    }
+
+    impl<P: BodyPolicy> Context for Root<P> {}
+
+    impl<P: BodyPolicy> RootContext for Root<P> {
+        fn on_configure(&mut self, _size: usize) -> bool {
+            let mut host = WasmHost;
+            match P::configure(&plugin_configuration(), &mut host) {
+                Ok(policy) => {
+                    self.policy = Some(Rc::new(policy));
+                    true
+                }
+                Err(err) => {
+                    // Envoy refuses the filter: fail closed.
+                    host.log(LogLevel::Error, &format!("{}: {err}", P::NAME));
+                    false
+                }
+            }
+        }
+
+        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+            Some(Box::new(Stream::<P> {
+                policy: self.policy.clone(),
+                stream: BodyStream::default(),
+            }))
+        }
+
+        fn get_type(&self) -> Option<ContextType> {
+            Some(ContextType::HttpContext)
+        }
+    }
+
+    struct Stream<P: BodyPolicy> {
+        policy: Option<Rc<P>>,
+        stream: BodyStream<P::Scanner>,
+    }
+
+    fn action(step: Step) -> Action {
+        match step {
+            Step::Continue => Action::Continue,
+            Step::Wait | Step::Denied => Action::Pause,
+        }
+    }
+
+    impl<P: BodyPolicy> Context for Stream<P> {}
+
+    impl<P: BodyPolicy> HttpContext for Stream<P> {
+        fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+            let mut host = WasmHost;
+            let Some(policy) = &self.policy else {
+                let denial =
+                    crate::Denial::new(503, "policy_unavailable", "The policy is not configured.");
+                let _ = denial.send(&mut host);
+                return Action::Pause;
+            };
+            action(
+                self.stream
+                    .on_headers(policy.as_ref(), &mut host, end_of_stream),
+            )
+        }
+
+        fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+            let Some(policy) = &self.policy else {
+                return Action::Pause;
+            };
+            let read = |start, len| buffer_bytes(Buffer::RequestBody, start, len);
+            action(self.stream.on_body(
+                policy.as_ref(),
+                &mut WasmHost,
+                body_size,
+                end_of_stream,
+                read,
+            ))
+        }
+
+        fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+            let Some(policy) = &self.policy else {
+                return Action::Pause;
+            };
+            action(self.stream.on_trailers(policy.as_ref(), &mut WasmHost))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestEnvoy;
+
+    /// Rejects any body containing `!`, and bodies that end with `(`.
+    struct Bang {
+        at: u64,
+        last: u8,
+    }
+
+    impl BodyScanner for Bang {
+        fn feed(&mut self, chunk: &[u8]) -> Result<(), Violation> {
+            for &b in chunk {
+                if b == b'!' {
+                    return Err(Violation::limit(self.at, "no bangs"));
+                }
+                self.at += 1;
+                self.last = b;
+            }
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), Violation> {
+            if self.last == b'(' {
+                Err(Violation::malformed(self.at, "unclosed"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    struct BangPolicy(BodyRules);
+
+    impl BodyPolicy for BangPolicy {
+        const NAME: &'static str = "bang";
+        type Scanner = Bang;
+        fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
+            let denial: Option<DenialOverride> = crate::config::parse(config)?;
+            let media = MediaTypes::new(&["application/json"], "+json", false);
+            BodyRules::new(Self::NAME, "bang", media, Some(10), denial.as_ref(), host)
+                .map(BangPolicy)
+        }
+        fn rules(&self) -> &BodyRules {
+            &self.0
+        }
+        fn scanner(&self) -> Bang {
+            Bang { at: 0, last: 0 }
+        }
+    }
+
+    fn run(
+        envoy: &TestEnvoy,
+        policy: &BangPolicy,
+        content_type: Option<&str>,
+        chunks: &[&str],
+        trailers: bool,
+    ) -> (Vec<Step>, Option<crate::testing::LocalResponse>) {
+        let mut req = envoy.request(0);
+        if let Some(ct) = content_type {
+            req.add_header("content-type", ct);
+        }
+        let mut stream = BodyStream::default();
+        let mut steps = vec![stream.on_headers(policy, &mut req, chunks.is_empty())];
+        let mut buffered = String::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            buffered.push_str(chunk);
+            let end = !trailers && i + 1 == chunks.len();
+            let all = buffered.clone();
+            steps.push(
+                stream.on_body(policy, &mut req, buffered.len(), end, |s, n| {
+                    all.as_bytes()[s..s + n].to_vec()
+                }),
+            );
+        }
+        if trailers {
+            steps.push(stream.on_trailers(policy, &mut req));
+        }
+        (steps, req.response().cloned())
+    }
+
+    #[test]
+    fn media_types_match_exact_suffix_and_missing() {
+        let m = MediaTypes::new(&["application/json"], "+json", false);
+        assert!(m.inspects(None));
+        assert!(m.inspects(Some("")));
+        assert!(m.inspects(Some("Application/JSON; charset=utf-8")));
+        assert!(m.inspects(Some("application/problem+json")));
+        assert!(!m.inspects(Some("application/+json")));
+        assert!(!m.inspects(Some("text/plain")));
+        assert!(!m.inspects(Some("application/jsonx")));
+        assert!(MediaTypes::new(&[], "+json", true).inspects(Some("text/plain")));
+    }
+
+    #[test]
+    fn scans_only_new_bytes_and_completes_at_end_or_trailers() {
+        let envoy = TestEnvoy::new(1);
+        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
+        let (steps, resp) = run(&envoy, &p, None, &["ab", "cd", "e"], false);
+        assert_eq!(steps, [Step::Wait, Step::Wait, Step::Wait, Step::Continue]);
+        assert!(resp.is_none());
+        let (steps, resp) = run(&envoy, &p, Some("application/json"), &["ab", "c("], true);
+        assert_eq!(steps, [Step::Wait, Step::Wait, Step::Wait, Step::Denied]);
+        let resp = resp.unwrap();
+        assert_eq!(resp.status, 400);
+        assert_eq!(resp.json()["error"], "bang");
+        assert_eq!(resp.json()["message"], "unclosed at byte 4");
+        assert_eq!(envoy.counter("palisade.bang.allowed"), 1);
+        assert_eq!(envoy.counter("palisade.bang.denied_malformed"), 1);
+    }
+
+    #[test]
+    fn rejects_as_soon_as_the_offending_chunk_arrives() {
+        let envoy = TestEnvoy::new(1);
+        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
+        let (steps, resp) = run(&envoy, &p, None, &["ab", "c!", "zz"], false);
+        assert_eq!(steps, [Step::Wait, Step::Wait, Step::Denied, Step::Denied]);
+        assert_eq!(resp.unwrap().json()["message"], "no bangs at byte 3");
+        let (steps, resp) = run(&envoy, &p, None, &["0123456", "789ab"], false);
+        assert_eq!(steps[2], Step::Denied);
+        assert_eq!(
+            resp.unwrap().json()["message"],
+            "maxBodyBytes (10) exceeded at byte 10"
+        );
+        assert_eq!(envoy.counter("palisade.bang.denied_limit"), 2);
+    }
+
+    #[test]
+    fn skips_other_media_types_and_bodiless_requests() {
+        let envoy = TestEnvoy::new(1);
+        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
+        let (steps, resp) = run(&envoy, &p, Some("text/plain"), &["!!"], false);
+        assert_eq!(steps, [Step::Continue, Step::Continue]);
+        assert!(resp.is_none());
+        assert_eq!(envoy.counter("palisade.bang.skipped"), 1);
+        let (steps, _) = run(&envoy, &p, Some("application/json"), &[], false);
+        assert_eq!(steps, [Step::Continue]);
+    }
+
+    #[test]
+    fn content_length_over_the_limit_is_rejected_before_the_body() {
+        let envoy = TestEnvoy::new(1);
+        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
+        let mut req = envoy.request(0);
+        req.add_header("content-length", "11");
+        let mut stream = BodyStream::default();
+        assert_eq!(stream.on_headers(&p, &mut req, false), Step::Denied);
+        assert_eq!(req.response().unwrap().status, 400);
+    }
+
+    #[test]
+    fn denial_override_replaces_status_and_body() {
+        let envoy = TestEnvoy::new(1);
+        let p = BangPolicy::configure(
+            br#"{"status": 422, "body": "bad", "contentType": "text/plain"}"#,
+            &mut envoy.request(0),
+        )
+        .unwrap();
+        let (_, resp) = run(&envoy, &p, None, &["!"], false);
+        let resp = resp.unwrap();
+        assert_eq!((resp.status, resp.body.as_slice()), (422, &b"bad"[..]));
+        assert_eq!(resp.header("content-type"), Some("text/plain"));
+        assert!(BangPolicy::configure(br#"{"status": 200}"#, &mut envoy.request(0)).is_err());
+    }
+}
