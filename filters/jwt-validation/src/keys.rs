@@ -1,0 +1,350 @@
+//! Keys: the JWS algorithms, a JWKS parsed into typed verification keys, and signature checks.
+//!
+//! A key only ever verifies with algorithms of its own type: an RSA JWK becomes RSA verifiers, an
+//! EC JWK an ECDSA verifier for its curve, the configured HMAC secret the HMAC verifiers. So an
+//! RSA public key can never be used as an HMAC secret, whatever a token's header says. The
+//! cryptography is `jwt-simple`'s (pure Rust, it compiles to wasm32-wasip1).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jwt_simple::prelude::*;
+use serde::Deserialize;
+
+/// A JWS signature algorithm Palisade verifies. `none` is deliberately absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// ECDSA P-384 with SHA-384.
+    ES384,
+    /// Ed25519.
+    EdDSA,
+    /// HMAC SHA-256 (configured secret only).
+    HS256,
+    /// HMAC SHA-384 (configured secret only).
+    HS384,
+    /// HMAC SHA-512 (configured secret only).
+    HS512,
+}
+
+impl Algorithm {
+    /// The default: every public-key algorithm.
+    pub const ASYMMETRIC: [Algorithm; 9] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ];
+
+    /// The algorithm named `name` in a JWS header or configuration.
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Some(match name {
+            "RS256" => Algorithm::RS256,
+            "RS384" => Algorithm::RS384,
+            "RS512" => Algorithm::RS512,
+            "PS256" => Algorithm::PS256,
+            "PS384" => Algorithm::PS384,
+            "PS512" => Algorithm::PS512,
+            "ES256" => Algorithm::ES256,
+            "ES384" => Algorithm::ES384,
+            "EdDSA" => Algorithm::EdDSA,
+            "HS256" => Algorithm::HS256,
+            "HS384" => Algorithm::HS384,
+            "HS512" => Algorithm::HS512,
+            _ => return None,
+        })
+    }
+
+    /// Whether it is an HMAC algorithm.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    }
+
+    fn is_rsa(self) -> bool {
+        matches!(
+            self,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512
+        )
+    }
+}
+
+/// One typed verification key.
+#[derive(Clone)]
+enum Verifier {
+    Rs256(RS256PublicKey),
+    Rs384(RS384PublicKey),
+    Rs512(RS512PublicKey),
+    Ps256(PS256PublicKey),
+    Ps384(PS384PublicKey),
+    Ps512(PS512PublicKey),
+    Es256(ES256PublicKey),
+    Es384(ES384PublicKey),
+    EdDsa(Ed25519PublicKey),
+    Hs256(HS256Key),
+    Hs384(HS384Key),
+    Hs512(HS512Key),
+}
+
+/// A key usable with one algorithm.
+#[derive(Clone)]
+pub struct Key {
+    /// The JWK's `kid`, if any.
+    pub kid: Option<String>,
+    /// The one algorithm this verifier checks.
+    pub alg: Algorithm,
+    verifier: Verifier,
+}
+
+/// Why a signature check failed (the `jwt-simple` reason, for debug logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError(pub String);
+
+impl Key {
+    /// Checks the token's signature (and `jwt-simple`'s own structural and time checks with
+    /// `options`). The claims are read separately by the caller.
+    pub fn verify(&self, token: &str, options: VerificationOptions) -> Result<(), VerifyError> {
+        let o = Some(options);
+        let result = match &self.verifier {
+            Verifier::Rs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Rs384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Rs512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Ps256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Ps384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Ps512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Es256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Es384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Hs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Hs384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Hs512(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+        };
+        result.map_err(|e| VerifyError(e.to_string()))
+    }
+}
+
+/// The keys a token may be verified with.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Key>,
+    /// SHA-256 of the JWKS document the keys came from (to tell a changed set from a re-fetch).
+    pub fingerprint: [u8; 32],
+}
+
+#[derive(Deserialize)]
+struct RawJwks {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    crv: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+fn b64(field: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
+    let text = field
+        .as_deref()
+        .ok_or_else(|| format!("missing member `{name}`"))?;
+    URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|_| format!("member `{name}` is not base64url"))
+}
+
+impl KeySet {
+    /// Parses a JWKS (`{"keys": [...]}`), keeping the keys usable with `algorithms`. Keys of
+    /// unknown types, curves, or with `use` other than `sig` are skipped; a document that is not
+    /// a JWKS, or a known key with broken material, is an error. At least one key must remain.
+    pub fn parse(json: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
+        let raw: RawJwks =
+            serde_json::from_slice(json).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let mut keys = Vec::new();
+        for (i, value) in raw.keys.into_iter().enumerate() {
+            let jwk: RawJwk =
+                serde_json::from_value(value).map_err(|e| format!("keys[{i}]: not a JWK: {e}"))?;
+            add_jwk(&mut keys, &jwk, algorithms).map_err(|e| format!("keys[{i}]: {e}"))?;
+        }
+        if keys.is_empty() {
+            return Err("no key usable with the configured algorithms".into());
+        }
+        Ok(KeySet {
+            keys,
+            fingerprint: palisade_kit::secret::sha256(json),
+        })
+    }
+
+    /// Adds HMAC verifiers for the configured HS algorithms.
+    pub fn add_hmac(&mut self, secret: &[u8], algorithms: &[Algorithm]) {
+        for &alg in algorithms {
+            let verifier = match alg {
+                Algorithm::HS256 => Verifier::Hs256(HS256Key::from_bytes(secret)),
+                Algorithm::HS384 => Verifier::Hs384(HS384Key::from_bytes(secret)),
+                Algorithm::HS512 => Verifier::Hs512(HS512Key::from_bytes(secret)),
+                _ => continue,
+            };
+            self.keys.push(Key {
+                kid: None,
+                alg,
+                verifier,
+            });
+        }
+    }
+
+    /// Adds every verifier of `other` (the configured HMAC keys to a fetched set).
+    pub fn extend(&mut self, other: &KeySet) {
+        self.keys.extend(other.keys.iter().cloned());
+    }
+
+    /// Whether the set has no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Number of verifiers.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The keys that may verify a token with this `alg` and `kid`. HMAC keys ignore `kid` (there
+    /// is one configured secret); other keys must carry the token's `kid` when it has one.
+    pub fn candidates<'a>(
+        &'a self,
+        alg: Algorithm,
+        kid: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Key> + 'a {
+        self.keys.iter().filter(move |k| {
+            k.alg == alg && (alg.is_hmac() || kid.is_none() || k.kid.as_deref() == kid)
+        })
+    }
+
+    /// Whether any key carries this `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+fn add_jwk(keys: &mut Vec<Key>, jwk: &RawJwk, algorithms: &[Algorithm]) -> Result<(), String> {
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Ok(());
+    }
+    // A JWK's `alg`, when present, pins the key to that algorithm.
+    let pinned = match &jwk.alg {
+        Some(name) => match Algorithm::from_name(name) {
+            Some(a) if !a.is_hmac() => Some(a),
+            _ => return Ok(()),
+        },
+        None => None,
+    };
+    let allowed = |a: Algorithm| algorithms.contains(&a) && pinned.is_none_or(|p| p == a);
+    let kid = jwk.kid.clone();
+    let mut push = |alg: Algorithm, verifier: Verifier| {
+        keys.push(Key {
+            kid: kid.clone(),
+            alg,
+            verifier,
+        })
+    };
+    let bad = |e: jwt_simple::Error| format!("invalid key material: {e}");
+    match jwk.kty.as_str() {
+        "RSA" => {
+            let wanted: Vec<Algorithm> = Algorithm::ASYMMETRIC
+                .into_iter()
+                .filter(|a| a.is_rsa() && allowed(*a))
+                .collect();
+            if wanted.is_empty() {
+                return Ok(());
+            }
+            let (n, e) = (b64(&jwk.n, "n")?, b64(&jwk.e, "e")?);
+            if n.len() < 256 {
+                return Err("RSA keys shorter than 2048 bits are not accepted".into());
+            }
+            for alg in wanted {
+                let v = match alg {
+                    Algorithm::RS256 => {
+                        Verifier::Rs256(RS256PublicKey::from_components(&n, &e).map_err(bad)?)
+                    }
+                    Algorithm::RS384 => {
+                        Verifier::Rs384(RS384PublicKey::from_components(&n, &e).map_err(bad)?)
+                    }
+                    Algorithm::RS512 => {
+                        Verifier::Rs512(RS512PublicKey::from_components(&n, &e).map_err(bad)?)
+                    }
+                    Algorithm::PS256 => {
+                        Verifier::Ps256(PS256PublicKey::from_components(&n, &e).map_err(bad)?)
+                    }
+                    Algorithm::PS384 => {
+                        Verifier::Ps384(PS384PublicKey::from_components(&n, &e).map_err(bad)?)
+                    }
+                    _ => Verifier::Ps512(PS512PublicKey::from_components(&n, &e).map_err(bad)?),
+                };
+                push(alg, v);
+            }
+        }
+        "EC" => {
+            let alg = match jwk.crv.as_deref() {
+                Some("P-256") => Algorithm::ES256,
+                Some("P-384") => Algorithm::ES384,
+                _ => return Ok(()),
+            };
+            if !allowed(alg) {
+                return Ok(());
+            }
+            let (x, y) = (b64(&jwk.x, "x")?, b64(&jwk.y, "y")?);
+            let size = if alg == Algorithm::ES256 { 32 } else { 48 };
+            if x.len() != size || y.len() != size {
+                return Err("EC coordinates have the wrong length for the curve".into());
+            }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(4);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let v = if alg == Algorithm::ES256 {
+                Verifier::Es256(ES256PublicKey::from_bytes(&point).map_err(bad)?)
+            } else {
+                Verifier::Es384(ES384PublicKey::from_bytes(&point).map_err(bad)?)
+            };
+            push(alg, v);
+        }
+        "OKP" => {
+            if jwk.crv.as_deref() != Some("Ed25519") || !allowed(Algorithm::EdDSA) {
+                return Ok(());
+            }
+            let x = b64(&jwk.x, "x")?;
+            push(
+                Algorithm::EdDSA,
+                Verifier::EdDsa(Ed25519PublicKey::from_bytes(&x).map_err(bad)?),
+            );
+        }
+        _ => {}
+    }
+    Ok(())
+}
