@@ -119,6 +119,20 @@ impl GatewayBuilder {
         self
     }
 
+    /// Adds (overwrites) a request header on the route to the upstream; the value may use
+    /// Envoy's formatters, e.g. `%FILTER_STATE(wasm.palisade.identity:PLAIN)%`.
+    pub fn route_header(mut self, name: &str, value: &str) -> Self {
+        let entry = json!({"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"});
+        let list = self
+            .route_fields
+            .entry("request_headers_to_add")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(items) = list {
+            items.push(entry);
+        }
+        self
+    }
+
     /// Listens on [::1] instead of 127.0.0.1.
     pub fn ipv6(mut self) -> Self {
         self.ipv6 = true;

@@ -18,7 +18,7 @@ pub mod upstream;
 
 pub use client::{http1, http2, Request, Response};
 pub use envoy::{Filter, Gateway, GatewayBuilder, Route};
-pub use upstream::Upstream;
+pub use upstream::{Answer, MockServer, Received, Upstream};
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;

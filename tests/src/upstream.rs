@@ -1,10 +1,14 @@
-//! An echo upstream: answers every request with what reached it, as JSON.
+//! Loopback HTTP/1.1 servers for tests: an echo upstream that answers every request with what
+//! reached it, as JSON, and a [`MockServer`] with programmable answers per path (a client
+//! registry, a JWKS endpoint, an introspection endpoint) that can also fail on demand.
 
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::thread;
 
 /// A running echo server. Stops accepting when dropped.
@@ -26,17 +30,18 @@ impl Upstream {
         let addr = listener.local_addr().expect("upstream address");
         let hits = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let h = h.clone();
-                thread::spawn(move || serve(conn, &h));
-            }
+        let h = hits.clone();
+        let handler = Arc::new(move |req: &Received| {
+            h.fetch_add(1, Ordering::SeqCst);
+            let echo = json!({
+                "method": req.method,
+                "path": req.path,
+                "headers": req.headers,
+                "body": String::from_utf8_lossy(&req.body),
+            });
+            Answer::json(200, echo.to_string()).header("x-upstream", "echo")
         });
+        accept_loop(listener, stop.clone(), handler);
         Upstream { addr, hits, stop }
     }
 
@@ -59,9 +64,66 @@ impl Drop for Upstream {
     }
 }
 
-/// Serves one keep-alive connection: parses HTTP/1.1 requests (content-length or chunked bodies)
-/// and echoes each.
-fn serve(conn: TcpStream, hits: &AtomicUsize) {
+/// A request as a test server received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers, names lowercase, repeated headers joined with `,`.
+    pub headers: Map<String, Value>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// What a test server answers.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// A JSON answer.
+    pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+type Handler = Arc<dyn Fn(&Received) -> Answer + Send + Sync>;
+
+fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, handler: Handler) {
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(conn) = conn else { continue };
+            let handler = handler.clone();
+            thread::spawn(move || serve(conn, &*handler));
+        }
+    });
+}
+
+/// Serves one keep-alive connection: parses HTTP/1.1 requests (content-length or chunked
+/// bodies) and answers each with `handler`. A handler answer with status 0 closes the
+/// connection without answering (a failed server).
+fn serve(conn: TcpStream, handler: &(dyn Fn(&Received) -> Answer + Send + Sync)) {
     let Ok(write_half) = conn.try_clone() else {
         return;
     };
@@ -136,21 +198,108 @@ fn serve(conn: TcpStream, hits: &AtomicUsize) {
                 return;
             }
         }
-        hits.fetch_add(1, Ordering::SeqCst);
-        let echo = json!({
-            "method": method,
-            "path": path,
-            "headers": headers,
-            "body": String::from_utf8_lossy(&body),
-        })
-        .to_string();
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-upstream: echo\r\n\r\n{}",
-            echo.len(),
-            echo
-        );
-        if writer.write_all(response.as_bytes()).is_err() {
+        let answer = handler(&Received {
+            method,
+            path,
+            headers,
+            body,
+        });
+        if answer.status == 0 {
             return;
         }
+        let mut head = format!(
+            "HTTP/1.1 {} X\r\ncontent-length: {}\r\n",
+            answer.status,
+            answer.body.len()
+        );
+        for (n, v) in &answer.headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&answer.body).is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Default)]
+struct MockState {
+    routes: HashMap<String, Answer>,
+    hits: HashMap<String, usize>,
+    down: bool,
+}
+
+/// A server with programmable answers per path (the path without its query), counting hits.
+/// Unknown paths get 404.
+pub struct MockServer {
+    addr: SocketAddr,
+    state: Arc<Mutex<MockState>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl MockServer {
+    /// Starts on 127.0.0.1 and a free port.
+    pub fn start() -> MockServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind mock server");
+        let addr = listener.local_addr().expect("mock server address");
+        let state = Arc::new(Mutex::new(MockState::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = state.clone();
+        let handler: Handler = Arc::new(move |req: &Received| {
+            let mut s = st.lock().expect("mock state");
+            let path = req.path.split('?').next().unwrap_or_default().to_owned();
+            *s.hits.entry(path.clone()).or_default() += 1;
+            if s.down {
+                return Answer::json(0, "");
+            }
+            s.routes
+                .get(&path)
+                .cloned()
+                .unwrap_or_else(|| Answer::json(404, r#"{"error":"not found"}"#))
+        });
+        accept_loop(listener, stop.clone(), handler);
+        MockServer { addr, state, stop }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Answers `path` with `status` and a JSON `body` from now on.
+    pub fn respond(&self, path: &str, status: u16, body: impl Into<Vec<u8>>) {
+        self.respond_with(path, Answer::json(status, body));
+    }
+
+    /// Answers `path` with `answer` from now on.
+    pub fn respond_with(&self, path: &str, answer: Answer) {
+        self.state
+            .lock()
+            .expect("mock state")
+            .routes
+            .insert(path.into(), answer);
+    }
+
+    /// Requests received for `path` so far.
+    pub fn hits(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .expect("mock state")
+            .hits
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// While down, every connection is closed without an answer.
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().expect("mock state").down = down;
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
     }
 }

@@ -84,18 +84,6 @@ mod abi {
             headers_size: usize,
             grpc_status: i32,
         ) -> u32;
-        pub fn proxy_http_call(
-            upstream: *const u8,
-            upstream_size: usize,
-            headers: *const u8,
-            headers_size: usize,
-            body: *const u8,
-            body_size: usize,
-            trailers: *const u8,
-            trailers_size: usize,
-            timeout_ms: u32,
-            out_token: *mut u32,
-        ) -> u32;
         pub fn proxy_define_metric(
             kind: u32,
             name: *const u8,
@@ -321,25 +309,20 @@ impl Host for WasmHost {
         body: Option<&[u8]>,
         timeout_ms: u32,
     ) -> Result<u32, HostError> {
-        let headers = serialize_pairs(headers);
-        let trailers = serialize_pairs(&[]);
-        let mut token = 0;
-        // SAFETY: plain reads of our own buffers; the host writes one u32.
-        status(unsafe {
-            abi::proxy_http_call(
-                cluster.as_ptr(),
-                cluster.len(),
-                headers.as_ptr(),
-                headers.len(),
-                body.map_or(null(), <[u8]>::as_ptr),
-                body.map_or(0, <[u8]>::len),
-                trailers.as_ptr(),
-                trailers.len(),
-                timeout_ms,
-                &mut token,
-            )
-        })?;
-        Ok(token)
+        // Through the SDK on purpose: its dispatcher must record the token to route the answer
+        // to `on_http_call_response` (it aborts on a token it does not know). It panics only on
+        // statuses Envoy's `httpCall` does not return (Ok, BadArgument, InternalFailure).
+        proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            body,
+            Vec::new(),
+            std::time::Duration::from_millis(u64::from(timeout_ms)),
+        )
+        .map_err(|status| match status {
+            proxy_wasm::types::Status::BadArgument => HostError::BadArgument,
+            other => HostError::Other(other as u32),
+        })
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {

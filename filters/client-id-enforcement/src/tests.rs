@@ -1,0 +1,248 @@
+//! Unit tests of the decision, natively, against the kit's in-memory Envoy.
+
+use super::*;
+use palisade_kit::secret::sha256;
+use palisade_kit::testing::{TestEnvoy, TestRequest};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn clients_json() -> String {
+    let h = |s: &str| hex(&sha256(s.as_bytes()));
+    format!(
+        r#"[{{"clientId": "app-1", "name": "Shop", "secretSha256": "{}", "contracts": {{"orders": "gold"}}}},
+            {{"clientId": "app-2", "secretSha256": "{}", "contracts": {{"catalog": "silver"}}}},
+            {{"clientId": "app-3", "secretSha256": "{}", "enabled": false, "contracts": {{"orders": "gold"}}}}]"#,
+        h("s1"),
+        h("s2"),
+        h("s3")
+    )
+}
+
+fn policy(envoy: &TestEnvoy, extra: &str) -> ClientIdEnforcement {
+    let json = format!(
+        r#"{{"api": "orders", "clients": {} {extra}}}"#,
+        clients_json()
+    );
+    ClientIdEnforcement::configure(json.as_bytes(), &mut envoy.request(0)).unwrap()
+}
+
+fn request(envoy: &TestEnvoy, headers: &[(&str, &str)]) -> TestRequest {
+    let mut r = envoy.request(0);
+    r.add_header(":method", "GET")
+        .add_header(":path", "/orders");
+    for (n, v) in headers {
+        r.add_header(n, v);
+    }
+    r
+}
+
+#[test]
+fn every_outcome() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, "");
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<Reason>);
+    let cases: [Case; 7] = [
+        (&[("client_id", "app-1"), ("client_secret", "s1")], None),
+        (&[("client_secret", "s1")], Some(Reason::MissingClientId)),
+        (
+            &[("client_id", "nobody"), ("client_secret", "s1")],
+            Some(Reason::UnknownClient),
+        ),
+        (&[("client_id", "app-1")], Some(Reason::MissingSecret)),
+        (
+            &[("client_id", "app-1"), ("client_secret", "s2")],
+            Some(Reason::InvalidSecret),
+        ),
+        (
+            &[("client_id", "app-3"), ("client_secret", "s3")],
+            Some(Reason::DisabledClient),
+        ),
+        (
+            &[("client_id", "app-2"), ("client_secret", "s2")],
+            Some(Reason::NoContract),
+        ),
+    ];
+    for (headers, expected) in cases {
+        let req = request(&envoy, headers);
+        match (p.decide(&req, None), expected) {
+            (Outcome::Allowed(client, tier), None) => {
+                assert_eq!((client.id.as_str(), tier.as_str()), ("app-1", "gold"));
+            }
+            (Outcome::Denied(reason), Some(expected)) => {
+                assert_eq!(reason, expected, "{headers:?}")
+            }
+            (other, expected) => panic!("{headers:?}: {other:?}, expected {expected:?}"),
+        }
+    }
+}
+
+#[test]
+fn denials_have_the_flex_challenge_and_one_generic_message() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, "");
+    let mut bodies = Vec::new();
+    for headers in [
+        &[("client_id", "nobody"), ("client_secret", "x")][..],
+        &[("client_id", "app-1"), ("client_secret", "wrong")][..],
+        &[("client_id", "app-3"), ("client_secret", "s3")][..],
+    ] {
+        let mut req = request(&envoy, headers);
+        let outcome = p.decide(&req, None);
+        assert!(!p.apply(&mut req, outcome));
+        let resp = req.response().unwrap();
+        assert_eq!(resp.status, 401);
+        assert_eq!(
+            resp.header("www-authenticate"),
+            Some("Client-ID-Enforcement")
+        );
+        bodies.push(resp.body.clone());
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "the reason must not leak to the client"
+    );
+    let mut req = request(&envoy, &[("client_id", "app-2"), ("client_secret", "s2")]);
+    let outcome = p.decide(&req, None);
+    p.apply(&mut req, outcome);
+    assert_eq!(req.response().unwrap().status, 403);
+    assert_eq!(
+        envoy.counter("palisade.client_id_enforcement.unknown_client"),
+        1
+    );
+    assert_eq!(
+        envoy.counter("palisade.client_id_enforcement.invalid_secret"),
+        1
+    );
+    assert_eq!(
+        envoy.counter("palisade.client_id_enforcement.disabled_client"),
+        1
+    );
+    assert_eq!(
+        envoy.counter("palisade.client_id_enforcement.no_contract"),
+        1
+    );
+}
+
+#[test]
+fn success_hands_the_identity_on_and_hides_credentials() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, r#", "hideCredentials": true, "hideClientId": true"#);
+    let mut req = request(
+        &envoy,
+        &[
+            ("client_id", "app-1"),
+            ("client_secret", "s1"),
+            ("x-other", "1"),
+        ],
+    );
+    let outcome = p.decide(&req, None);
+    assert!(p.apply(&mut req, outcome));
+    let id = Identity::current(&req).unwrap();
+    assert_eq!(id.client_id.as_deref(), Some("app-1"));
+    assert_eq!(id.client_name.as_deref(), Some("Shop"));
+    assert_eq!(id.tier.as_deref(), Some("gold"));
+    assert!(req
+        .headers()
+        .iter()
+        .all(|(n, _)| n != "client_secret" && n != "client_id"));
+    assert!(req.headers().iter().any(|(n, _)| n == "x-other"));
+    assert_eq!(envoy.counter("palisade.client_id_enforcement.allowed"), 1);
+}
+
+#[test]
+fn query_and_basic_modes() {
+    use base64::Engine;
+    let envoy = TestEnvoy::new(1);
+    let q = policy(
+        &envoy,
+        r#", "clientIdSource": "query:client_id", "clientSecretSource": "query:client_secret", "hideCredentials": true"#,
+    );
+    let mut req = envoy.request(0);
+    req.add_header(":path", "/orders?client_id=app-1&client_secret=s1&page=2");
+    let outcome = q.decide(&req, None);
+    assert!(matches!(outcome, Outcome::Allowed(..)));
+    q.apply(&mut req, outcome);
+    assert_eq!(req.headers()[0].1, "/orders?client_id=app-1&page=2");
+
+    let b = policy(
+        &envoy,
+        r#", "clientIdSource": "basic:username", "clientSecretSource": "basic:password""#,
+    );
+    let creds = base64::engine::general_purpose::STANDARD.encode("app-1:s1");
+    let req = request(&envoy, &[("authorization", &format!("Basic {creds}"))]);
+    assert!(matches!(b.decide(&req, None), Outcome::Allowed(..)));
+    let mut bad = request(&envoy, &[("authorization", "Basic !!")]);
+    let outcome = b.decide(&bad, None);
+    assert_eq!(outcome, Outcome::Denied(Reason::MissingClientId));
+    b.apply(&mut bad, outcome);
+    assert_eq!(
+        bad.response().unwrap().header("www-authenticate"),
+        Some("Basic realm=\"orders\"")
+    );
+}
+
+#[test]
+fn no_secret_mode_and_preflights() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, r#", "clientSecretSource": null"#);
+    let req = request(&envoy, &[("client_id", "app-1")]);
+    assert!(matches!(p.decide(&req, None), Outcome::Allowed(..)));
+    let mut pre = envoy.request(0);
+    pre.add_header(":method", "OPTIONS")
+        .add_header("origin", "https://shop.example")
+        .add_header("access-control-request-method", "PUT");
+    assert_eq!(p.decide(&pre, None), Outcome::Preflight);
+    let strict = policy(
+        &envoy,
+        r#", "clientSecretSource": null, "allowCorsPreflight": false"#,
+    );
+    assert_eq!(
+        strict.decide(&pre, None),
+        Outcome::Denied(Reason::MissingClientId)
+    );
+}
+
+#[test]
+fn remote_registry_lookup_and_unavailability() {
+    let envoy = TestEnvoy::new(1);
+    let json = String::from(
+        r#"{"api": "orders", "clients": [{"clientId": "inline", "contracts": {"orders": "bronze"}}],
+            "clientSecretSource": null, "registry": {"cluster": "reg"}}"#,
+    );
+    let p = ClientIdEnforcement::configure(json.as_bytes(), &mut envoy.request(0)).unwrap();
+    let remote = Registry::parse_document(clients_json().as_bytes()).unwrap();
+    let ask = |id: &str, remote: Option<&Registry>| {
+        p.decide(&request(&envoy, &[("client_id", id)]), remote)
+    };
+    // Before the registry ever loaded: inline clients work, others cannot be judged.
+    assert!(matches!(ask("inline", None), Outcome::Allowed(..)));
+    assert_eq!(
+        ask("app-1", None),
+        Outcome::Denied(Reason::RegistryUnavailable)
+    );
+    assert!(matches!(ask("app-1", Some(&remote)), Outcome::Allowed(..)));
+    assert_eq!(
+        ask("nobody", Some(&remote)),
+        Outcome::Denied(Reason::UnknownClient)
+    );
+}
+
+#[test]
+fn a_client_without_a_secret_fails_when_a_secret_is_required() {
+    let envoy = TestEnvoy::new(1);
+    let p = ClientIdEnforcement::configure(
+        br#"{"api": "orders", "registry": {"cluster": "reg"}}"#,
+        &mut envoy.request(0),
+    )
+    .unwrap();
+    let remote =
+        Registry::parse_document(br#"[{"clientId": "open", "contracts": {"orders": "gold"}}]"#)
+            .unwrap();
+    let req = request(&envoy, &[("client_id", "open"), ("client_secret", "")]);
+    assert_eq!(
+        p.decide(&req, Some(&remote)),
+        Outcome::Denied(Reason::InvalidSecret)
+    );
+}
