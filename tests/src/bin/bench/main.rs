@@ -58,11 +58,12 @@ pub fn bare() -> Row {
     row("bare Envoy (no filter)", Kind::Bare, vec![])
 }
 
+mod client_id_enforcement;
 mod ip_filter;
 
 /// All benchmark groups: each policy adds a module with a `group()` and a line here.
 fn groups() -> Vec<Group> {
-    vec![ip_filter::group()]
+    vec![ip_filter::group(), client_id_enforcement::group()]
 }
 
 #[derive(Clone, Copy, Default)]
@@ -168,7 +169,13 @@ fn measure(row: &Row, headers: &[(&str, String)]) -> Sample {
     for (n, v) in headers {
         probe = probe.header(n, v);
     }
-    let status = gw.send(&probe).status;
+    // Policies that load state in the background (a registry, keys) may need a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut status = gw.send(&probe).status;
+    while status != 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        status = gw.send(&probe).status;
+    }
     assert_eq!(
         status, 200,
         "{}: the benchmark request is not allowed",

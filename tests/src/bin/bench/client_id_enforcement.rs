@@ -1,0 +1,61 @@
+//! client-id-enforcement with a 50,000-client remote registry vs Envoy's native `api_key_auth`
+//! with the same 50,000 keys.
+
+use super::{bare, row, Group, Kind};
+use palisade_tests::{Filter, MockServer};
+use serde_json::json;
+
+const CLIENTS: usize = 50_000;
+
+pub fn group() -> Group {
+    let ids: Vec<String> = (0..CLIENTS)
+        .map(|i| format!("client-{i:05}-{:08x}", i * 2_654_435_761 % (1 << 31)))
+        .collect();
+    // Keys only, like api_key_auth: the policy runs with `clientSecretSource: null`.
+    let registry: Vec<_> = ids
+        .iter()
+        .map(|id| json!({"clientId": id, "contracts": {"orders": "gold"}}))
+        .collect();
+    // The registry server lives for the whole benchmark run.
+    let server: &'static MockServer = Box::leak(Box::new(MockServer::start()));
+    server.respond("/clients", 200, json!({ "clients": registry }).to_string());
+
+    let policy = Filter::wasm(
+        "client-id-enforcement",
+        json!({"api": "orders", "clientSecretSource": null,
+               "registry": {"cluster": "registry", "refreshSeconds": 300}})
+        .to_string(),
+    );
+    let credentials: Vec<_> = ids
+        .iter()
+        .map(|id| json!({"key": id, "client": id}))
+        .collect();
+    let native = json!({
+        "name": "envoy.filters.http.api_key_auth",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+            "credentials": credentials,
+            "key_sources": [{"header": "client_id"}],
+        },
+    });
+    let mut id_only = row(
+        "client-id-enforcement, id only (wasm)",
+        Kind::Palisade,
+        vec![policy],
+    );
+    id_only.gateway = id_only.gateway.cluster("registry", server.port());
+    Group {
+        name: "client-id-enforcement",
+        about: "50,000-client registry, a known client id in a header",
+        headers: vec![("client_id", ids[CLIENTS / 2].clone())],
+        rows: vec![
+            bare(),
+            id_only,
+            row(
+                "api_key_auth (native)",
+                Kind::Native,
+                vec![Filter::Native(native)],
+            ),
+        ],
+    }
+}
