@@ -34,7 +34,8 @@ pub struct Group {
     pub name: &'static str,
     /// What is measured.
     pub about: &'static str,
-    /// Headers of the benchmark request.
+    /// Headers of the benchmark request. A `:method` entry sets its method (default `GET`),
+    /// e.g. `OPTIONS` for CORS preflights.
     pub headers: Vec<(&'static str, String)>,
     /// The configurations: a bare one, the policy, its native counterpart.
     pub rows: Vec<Row>,
@@ -59,11 +60,17 @@ pub fn bare() -> Row {
 }
 
 mod client_id_enforcement;
+mod cors;
 mod ip_filter;
 
 /// All benchmark groups: each policy adds a module with a `group()` and a line here.
 fn groups() -> Vec<Group> {
-    vec![ip_filter::group(), client_id_enforcement::group()]
+    vec![
+        ip_filter::group(),
+        cors::group(),
+        cors::preflight_group(),
+        client_id_enforcement::group(),
+    ]
 }
 
 #[derive(Clone, Copy, Default)]
@@ -146,9 +153,17 @@ fn wrk(url: &str, script: &std::path::Path, seconds: u64) -> (Sample, u64) {
     (s, requests)
 }
 
+/// The request method: the `:method` entry of the headers, else `GET`.
+fn method_of<'a>(headers: &'a [(&str, String)]) -> &'a str {
+    headers
+        .iter()
+        .find(|(n, _)| *n == ":method")
+        .map_or("GET", |(_, v)| v.as_str())
+}
+
 fn lua_script(dir: &std::path::Path, headers: &[(&str, String)]) -> std::path::PathBuf {
-    let mut lua = String::from("wrk.method = \"GET\"\n");
-    for (n, v) in headers {
+    let mut lua = format!("wrk.method = {:?}\n", method_of(headers));
+    for (n, v) in headers.iter().filter(|(n, _)| *n != ":method") {
         lua.push_str(&format!("wrk.headers[{n:?}] = {v:?}\n"));
     }
     let path = dir.join("request.lua");
@@ -165,8 +180,8 @@ fn measure(row: &Row, headers: &[(&str, String)]) -> Sample {
     let dir = palisade_tests::scratch_dir("bench");
     let script = lua_script(&dir, headers);
     // Check the configuration really serves (a denied request would measure the wrong thing).
-    let mut probe = palisade_tests::Request::get("/bench");
-    for (n, v) in headers {
+    let mut probe = palisade_tests::Request::new(method_of(headers), "/bench");
+    for (n, v) in headers.iter().filter(|(n, _)| *n != ":method") {
         probe = probe.header(n, v);
     }
     // Policies that load state in the background (a registry, keys) may need a moment.

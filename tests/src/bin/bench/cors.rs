@@ -1,0 +1,87 @@
+//! cors vs Envoy's native `cors` filter (its policy as route-level `typed_per_filter_config`),
+//! with the same grant: 20 exact origins and one subdomain pattern, the request's origin matching
+//! the pattern. Two groups: an actual cross-origin GET, and a preflight.
+
+use super::{bare, row, Group, Kind, Row};
+use palisade_tests::Filter;
+use serde_json::{json, Value};
+
+const ORIGIN: &str = "https://app.example.com";
+
+fn exact_origins() -> Vec<String> {
+    (0..20)
+        .map(|i| format!("https://site{i}.partner.test"))
+        .collect()
+}
+
+fn palisade() -> Row {
+    let mut origins = exact_origins();
+    origins.push("https://*.example.com".into());
+    let config = json!({"publicResource": false, "supportCredentials": true, "originGroups": [{
+        "origins": origins, "accessControlMaxAge": 600,
+        "allowedMethods": ["GET", "PUT", "POST", "DELETE"],
+        "headers": ["x-request-id", "content-type"],
+        "exposedHeaders": ["x-ratelimit-remaining"]}]});
+    row(
+        "cors (wasm)",
+        Kind::Palisade,
+        vec![Filter::wasm("cors", config.to_string())],
+    )
+}
+
+fn native() -> Row {
+    let mut matchers: Vec<Value> = exact_origins()
+        .into_iter()
+        .map(|o| json!({"exact": o}))
+        .collect();
+    matchers.push(
+        json!({"safe_regex": {"regex": r"^https://[a-z0-9-]+(\.[a-z0-9-]+)*\.example\.com$"}}),
+    );
+    let filter = json!({
+        "name": "envoy.filters.http.cors",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+    });
+    let mut r = row("cors (native)", Kind::Native, vec![Filter::Native(filter)]);
+    r.gateway = r.gateway.route_field(
+        "typed_per_filter_config",
+        json!({"envoy.filters.http.cors": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+            "allow_origin_string_match": matchers,
+            "allow_methods": "GET, PUT, POST, DELETE",
+            "allow_headers": "x-request-id, content-type",
+            "expose_headers": "x-ratelimit-remaining",
+            "max_age": "600",
+            "allow_credentials": true,
+        }}),
+    );
+    r
+}
+
+/// The actual-request group.
+pub fn group() -> Group {
+    Group {
+        name: "cors",
+        about:
+            "actual cross-origin GET, origin matched by a subdomain pattern after 20 exact origins",
+        headers: vec![("origin", ORIGIN.into())],
+        rows: vec![bare(), palisade(), native()],
+    }
+}
+
+/// The preflight group.
+pub fn preflight_group() -> Group {
+    Group {
+        name: "cors",
+        about: "preflight (OPTIONS, PUT with two request headers) answered by the filter",
+        headers: vec![
+            (":method", "OPTIONS".into()),
+            ("origin", ORIGIN.into()),
+            ("access-control-request-method", "PUT".into()),
+            (
+                "access-control-request-headers",
+                "content-type,x-request-id".into(),
+            ),
+        ],
+        rows: vec![bare(), palisade(), native()],
+    }
+}
