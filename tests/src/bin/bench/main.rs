@@ -62,6 +62,7 @@ pub fn bare() -> Row {
 mod client_id_enforcement;
 mod cors;
 mod ip_filter;
+mod jwt_validation;
 
 /// All benchmark groups: each policy adds a module with a `group()` and a line here.
 fn groups() -> Vec<Group> {
@@ -70,6 +71,8 @@ fn groups() -> Vec<Group> {
         cors::group(),
         cors::preflight_group(),
         client_id_enforcement::group(),
+        jwt_validation::group(),
+        jwt_validation::es256_group(),
     ]
 }
 
