@@ -24,13 +24,18 @@ done
 cat <<'TXT'
 
 Palisade demo gateway on http://127.0.0.1:8080 (upstream: an echo server on 127.0.0.1:8081).
-The ip-filter admits 127.0.0.1 and ::1 only. Try:
+Policies: ip-filter (admits 127.0.0.1 and ::1 only), then client-id-enforcement (client
+"demo-app", secret "demo-secret-2f9c", contract for the "orders" API). Try:
 
-  # allowed: the upstream echoes what it received
-  curl -i http://127.0.0.1:8080/orders/42
+  # allowed: the upstream echoes what it received (no client_secret: hidden from it;
+  # x-palisade-identity: who the policies authenticated)
+  curl -i -H 'client_id: demo-app' -H 'client_secret: demo-secret-2f9c' http://127.0.0.1:8080/orders/42
 
-  # denied with 403 {"error":"ip_denied",...}: the same request from another loopback address
-  curl -i --interface 127.0.0.2 http://127.0.0.1:8080/orders/42
+  # 401 {"error":"invalid_client",...} with WWW-Authenticate: Client-ID-Enforcement
+  curl -i -H 'client_id: demo-app' -H 'client_secret: guess' http://127.0.0.1:8080/orders/42
+
+  # 403 {"error":"ip_denied",...}: the same request from another loopback address
+  curl -i --interface 127.0.0.2 -H 'client_id: demo-app' -H 'client_secret: demo-secret-2f9c' http://127.0.0.1:8080/orders/42
 
   # a forged X-Forwarded-For does not help: Envoy is the edge (use_remote_address: true)
   curl -i --interface 127.0.0.2 -H 'x-forwarded-for: 127.0.0.1' http://127.0.0.1:8080/orders/42
