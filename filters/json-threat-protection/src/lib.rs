@@ -79,7 +79,7 @@ mod tests {
         let mut step = stream.on_headers(p, &mut req, false);
         let pieces: Vec<&[u8]> = body.as_bytes().chunks(chunk).collect();
         for (i, _) in pieces.iter().enumerate() {
-            if step != Step::Wait {
+            if step == Step::Denied {
                 break;
             }
             let buffered: usize = pieces[..=i].iter().map(|c| c.len()).sum();

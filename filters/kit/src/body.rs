@@ -3,8 +3,7 @@
 //!
 //! A policy provides a [`BodyScanner`] (a resumable state machine fed each body byte once) and
 //! [`BodyRules`] (media types, size limit, denial, metrics). [`BodyStream`] is the per-request
-//! logic over plain types and `impl Host`: headers of a body that must be inspected are held
-//! back, every chunk is scanned as it arrives (only the bytes not scanned yet), the body is kept
+//! logic over plain types and `impl Host`: every chunk is scanned as it arrives (only the bytes not scanned yet), the body is kept
 //! buffered in Envoy until the verdict, and the verdict completes at end of stream or in the
 //! trailers (HTTP/2 bodies followed by trailers never carry end-of-stream on a data frame). A
 //! rejected body therefore never reaches the upstream, not even in part. `wasm::start` turns a
@@ -247,8 +246,11 @@ impl<S> Default for BodyStream<S> {
 }
 
 impl<S: BodyScanner> BodyStream<S> {
-    /// Request headers arrived: decide whether the body is inspected. Headers are held back
-    /// while it is, so the upstream sees nothing of a request that will be rejected.
+    /// Request headers arrived: decide whether the body is inspected. The headers themselves
+    /// continue (Envoy turns a paused request-headers callback into StopAllIteration, after
+    /// which the filter sees no body until it resumes), so the upstream may see the headers
+    /// of a request whose body is then rejected (and the upstream request reset), but no byte
+    /// of that body.
     pub fn on_headers<P: BodyPolicy<Scanner = S>>(
         &mut self,
         policy: &P,
@@ -281,7 +283,7 @@ impl<S: BodyScanner> BodyStream<S> {
             }
         }
         self.state = State::Scanning(policy.scanner());
-        Step::Wait
+        Step::Continue
     }
 
     /// A body callback: `buffered` bytes are buffered in total; `read(start, len)` returns
@@ -559,10 +561,16 @@ mod tests {
         let envoy = TestEnvoy::new(1);
         let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
         let (steps, resp) = run(&envoy, &p, None, &["ab", "cd", "e"], false);
-        assert_eq!(steps, [Step::Wait, Step::Wait, Step::Wait, Step::Continue]);
+        assert_eq!(
+            steps,
+            [Step::Continue, Step::Wait, Step::Wait, Step::Continue]
+        );
         assert!(resp.is_none());
         let (steps, resp) = run(&envoy, &p, Some("application/json"), &["ab", "c("], true);
-        assert_eq!(steps, [Step::Wait, Step::Wait, Step::Wait, Step::Denied]);
+        assert_eq!(
+            steps,
+            [Step::Continue, Step::Wait, Step::Wait, Step::Denied]
+        );
         let resp = resp.unwrap();
         assert_eq!(resp.status, 400);
         assert_eq!(resp.json()["error"], "bang");
@@ -576,7 +584,10 @@ mod tests {
         let envoy = TestEnvoy::new(1);
         let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
         let (steps, resp) = run(&envoy, &p, None, &["ab", "c!", "zz"], false);
-        assert_eq!(steps, [Step::Wait, Step::Wait, Step::Denied, Step::Denied]);
+        assert_eq!(
+            steps,
+            [Step::Continue, Step::Wait, Step::Denied, Step::Denied]
+        );
         assert_eq!(resp.unwrap().json()["message"], "no bangs at byte 3");
         let (steps, resp) = run(&envoy, &p, None, &["0123456", "789ab"], false);
         assert_eq!(steps[2], Step::Denied);

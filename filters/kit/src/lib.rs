@@ -40,6 +40,8 @@ pub mod testing;
 pub mod wasm;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod wire;
+#[cfg(test)]
+mod fuzz_tests;
 
 pub use config::ConfigError;
 pub use denial::{Denial, DenialOverride};
