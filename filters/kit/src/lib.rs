@@ -7,6 +7,7 @@
 //! * [`address`]: the client address, from the peer or from trusted `X-Forwarded-For` hops.
 //! * [`credentials`]: RFC 7617 Basic credentials.
 //! * [`shared`]: compare-and-swap counters and a bounded cache on proxy-wasm shared data.
+//! * [`slots`]: per-key state (rate-limit windows) in a bounded table of shared-data slots.
 //! * [`identity`]: the authenticated caller, handed from an auth policy to later ones.
 //! * [`body`]: request-body inspection: media types, streaming scanners, verdict at end of
 //!   stream or trailers.
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod secret;
 pub mod selector;
 pub mod shared;
+pub mod slots;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 #[cfg(target_arch = "wasm32")]

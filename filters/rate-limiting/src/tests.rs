@@ -1,0 +1,261 @@
+use super::*;
+use palisade_kit::testing::{TestEnvoy, TestRequest};
+
+fn limiter(envoy: &TestEnvoy, config: &str) -> RateLimiter {
+    RateLimiter::configure(config.as_bytes(), &mut envoy.request(0)).unwrap()
+}
+
+fn from(envoy: &TestEnvoy, worker: usize, peer: &str) -> TestRequest {
+    let mut req = envoy.request(worker);
+    req.set_peer(&format!("{peer}:4000"));
+    req
+}
+
+fn status(req: &TestRequest) -> u16 {
+    req.response().map_or(200, |r| r.status)
+}
+
+const PER_IP_3: &str = r#"{"rateLimits": [{"maximumRequests": 3, "timePeriodInMilliseconds": 60000}],
+    "keySelector": "ip", "exposeHeaders": true}"#;
+
+#[test]
+fn exact_across_workers_per_key() {
+    let envoy = TestEnvoy::new(2);
+    let rl = limiter(&envoy, PER_IP_3);
+    let mut allowed = 0;
+    for i in 0..10 {
+        let mut req = from(&envoy, i % 2, "10.0.0.1");
+        if rl.on_request(&mut req) != Outcome::Denied {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 3);
+    // Another client has its own quota.
+    let mut other = from(&envoy, 1, "10.0.0.2");
+    assert!(matches!(rl.on_request(&mut other), Outcome::Allowed(_)));
+    assert_eq!(envoy.counter("palisade.rate_limiting.allowed"), 4);
+    assert_eq!(envoy.counter("palisade.rate_limiting.rejected"), 7);
+}
+
+#[test]
+fn exact_when_every_write_races_another_worker() {
+    let envoy = TestEnvoy::new(2);
+    let config = r#"{"id": "race", "maxKeys": 1,
+        "rateLimits": [{"maximumRequests": 50, "timePeriodInMilliseconds": 60000}]}"#;
+    let rl = limiter(&envoy, config);
+    let rl2 = limiter(&envoy, config);
+    let other_allowed = std::rc::Rc::new(std::cell::Cell::new(0));
+    let seen = other_allowed.clone();
+    let other = envoy.clone();
+    // Between 30 of worker 0's reads and writes, worker 1 counts a request of its own.
+    envoy.interfere_on_next_sets(30, "palisade:rl:race:0", move |_| {
+        if matches!(rl2.on_request(&mut other.request(1)), Outcome::Allowed(_)) {
+            seen.set(seen.get() + 1);
+        }
+    });
+    let mut allowed = 0;
+    for _ in 0..100 {
+        if matches!(rl.on_request(&mut envoy.request(0)), Outcome::Allowed(_)) {
+            allowed += 1;
+        }
+    }
+    assert!(other_allowed.get() > 0);
+    assert_eq!(allowed + other_allowed.get(), 50);
+}
+
+#[test]
+fn retry_after_and_headers() {
+    let envoy = TestEnvoy::new(1);
+    let rl = limiter(&envoy, PER_IP_3);
+    let expected = [(2, 60_000), (1, 59_000), (0, 58_000)];
+    for (remaining, reset) in expected {
+        let mut req = from(&envoy, 0, "10.0.0.1");
+        assert_eq!(
+            rl.on_request(&mut req),
+            Outcome::Allowed(Some(RateHeaders {
+                limit: 3,
+                remaining,
+                reset_ms: reset
+            }))
+        );
+        envoy.advance_ms(1000);
+    }
+    envoy.advance_ms(500);
+    let mut req = from(&envoy, 0, "10.0.0.1");
+    assert_eq!(rl.on_request(&mut req), Outcome::Denied);
+    let resp = req.response().unwrap();
+    assert_eq!(resp.status, 429);
+    assert_eq!(resp.json()["error"], "rate_limited");
+    assert_eq!(resp.header("retry-after"), Some("57"));
+    assert_eq!(resp.header("x-ratelimit-limit"), Some("3"));
+    assert_eq!(resp.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(resp.header("x-ratelimit-reset"), Some("56500"));
+    // Headers of an allowed response.
+    let mut resp_host = envoy.request(0);
+    RateLimiter::add_headers(
+        &mut resp_host,
+        &RateHeaders {
+            limit: 3,
+            remaining: 1,
+            reset_ms: 5,
+        },
+    );
+    assert_eq!(
+        resp_host.response_header("x-ratelimit-reset").as_deref(),
+        Some("5")
+    );
+    // The window boundary resets the count.
+    envoy.advance_ms(56_500);
+    let mut req = from(&envoy, 0, "10.0.0.1");
+    assert!(matches!(rl.on_request(&mut req), Outcome::Allowed(_)));
+}
+
+#[test]
+fn retry_after_is_at_least_one_second_and_headers_are_optional() {
+    let envoy = TestEnvoy::new(1);
+    let rl = limiter(
+        &envoy,
+        r#"{"rateLimits": [{"maximumRequests": 1, "timePeriodInMilliseconds": 100}]}"#,
+    );
+    assert_eq!(rl.on_request(&mut envoy.request(0)), Outcome::Allowed(None));
+    let mut req = envoy.request(0);
+    assert_eq!(rl.on_request(&mut req), Outcome::Denied);
+    let resp = req.response().unwrap();
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert_eq!(resp.header("x-ratelimit-limit"), None);
+}
+
+#[test]
+fn missing_keys_share_one_bucket_and_are_counted() {
+    let envoy = TestEnvoy::new(1);
+    let rl = limiter(
+        &envoy,
+        r#"{"rateLimits": [{"maximumRequests": 2, "timePeriodInMilliseconds": 1000}],
+            "keySelector": "header:x-tenant"}"#,
+    );
+    let tenant = |t: Option<&str>| {
+        let mut req = envoy.request(0);
+        if let Some(t) = t {
+            req.add_header("x-tenant", t);
+        }
+        status_of(&rl, req)
+    };
+    assert_eq!(tenant(None), 200);
+    assert_eq!(tenant(None), 200);
+    assert_eq!(tenant(None), 429);
+    // A tenant literally named like the internal missing-key bucket has its own.
+    assert_eq!(tenant(Some("-")), 200);
+    assert_eq!(tenant(Some("a")), 200);
+    assert_eq!(envoy.counter("palisade.rate_limiting.missing_key"), 3);
+}
+
+fn status_of(rl: &RateLimiter, mut req: TestRequest) -> u16 {
+    rl.on_request(&mut req);
+    status(&req)
+}
+
+#[test]
+fn a_flood_of_addresses_stays_in_max_keys_and_never_touch_a_tracked_quota() {
+    let envoy = TestEnvoy::new(2);
+    let rl = limiter(
+        &envoy,
+        r#"{"id": "flood", "maxKeys": 64, "keySelector": "ip",
+            "rateLimits": [{"maximumRequests": 2, "timePeriodInMilliseconds": 60000}]}"#,
+    );
+    assert_eq!(status_of(&rl, from(&envoy, 0, "192.0.2.1")), 200);
+    let mut full = 0;
+    for i in 0..20_000u32 {
+        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        if status_of(&rl, from(&envoy, (i % 2) as usize, &ip)) == 429 {
+            full += 1;
+        }
+    }
+    assert!(envoy.shared_keys_with_prefix("palisade:rl:flood:") <= 64);
+    assert_eq!(envoy.counter("palisade.rate_limiting.key_table_full"), full);
+    assert!(full > 19_000, "{full}");
+    // The tracked client kept its quota: one more, then rejected.
+    assert_eq!(status_of(&rl, from(&envoy, 1, "192.0.2.1")), 200);
+    assert_eq!(status_of(&rl, from(&envoy, 0, "192.0.2.1")), 429);
+    // When windows end, slots are reused and new clients get in.
+    envoy.advance_ms(60_000);
+    assert_eq!(status_of(&rl, from(&envoy, 0, "203.0.113.5")), 200);
+    assert!(envoy.shared_keys_with_prefix("palisade:rl:flood:") <= 64);
+}
+
+fn client(envoy: &TestEnvoy, id: Option<&str>, tier: Option<&str>) -> TestRequest {
+    let mut req = envoy.request(0);
+    if id.is_some() || tier.is_some() {
+        Identity {
+            authenticated_by: "client-id-enforcement".into(),
+            client_id: id.map(str::to_owned),
+            tier: tier.map(str::to_owned),
+            ..Default::default()
+        }
+        .publish(&mut req)
+        .unwrap();
+    }
+    req
+}
+
+#[test]
+fn sla_tiers_give_each_client_its_tier_limits() {
+    let envoy = TestEnvoy::new(2);
+    let rl = limiter(
+        &envoy,
+        r#"{"tiers": {
+              "gold": [{"maximumRequests": 5, "timePeriodInMilliseconds": 60000}],
+              "silver": [{"maximumRequests": 2, "timePeriodInMilliseconds": 60000}]},
+            "exposeHeaders": true}"#,
+    );
+    let count = |id: &str, tier: &str| {
+        (0..10)
+            .filter(|_| status_of(&rl, client(&envoy, Some(id), Some(tier))) == 200)
+            .count()
+    };
+    assert_eq!(count("app-gold", "gold"), 5);
+    assert_eq!(count("app-silver", "silver"), 2);
+    assert_eq!(count("app-silver-2", "silver"), 2);
+
+    let mut req = client(&envoy, None, None);
+    assert_eq!(rl.on_request(&mut req), Outcome::Denied);
+    assert_eq!(req.response().unwrap().status, 401);
+    assert_eq!(
+        req.response().unwrap().json()["error"],
+        "client_unidentified"
+    );
+    let mut req = client(&envoy, Some("app"), Some("bronze"));
+    rl.on_request(&mut req);
+    assert_eq!(req.response().unwrap().status, 403);
+    assert_eq!(req.response().unwrap().json()["error"], "sla_tier_unknown");
+    let mut req = client(&envoy, Some("app"), None);
+    rl.on_request(&mut req);
+    assert_eq!(req.response().unwrap().status, 403);
+    assert_eq!(envoy.counter("palisade.rate_limiting.unauthenticated"), 1);
+    assert_eq!(envoy.counter("palisade.rate_limiting.unknown_tier"), 2);
+}
+
+#[test]
+fn store_failures_block_by_default_or_pass_when_configured() {
+    for (config, expected) in [
+        (
+            r#"{"id": "s", "maxKeys": 1, "rateLimits": [{"maximumRequests": 9, "timePeriodInMilliseconds": 60000}]}"#,
+            503,
+        ),
+        (
+            r#"{"id": "s", "maxKeys": 1, "blockOnUnknownQuota": false, "rateLimits": [{"maximumRequests": 9, "timePeriodInMilliseconds": 60000}]}"#,
+            200,
+        ),
+    ] {
+        let envoy = TestEnvoy::new(2);
+        let rl = limiter(&envoy, config);
+        assert_eq!(status_of(&rl, envoy.request(0)), 200);
+        // Endless contention: another worker rewrites the slot before every write.
+        envoy.interfere_on_next_sets(u32::MAX, "palisade:rl:s:0", |host| {
+            let (value, _) = host.shared_get("palisade:rl:s:0").unwrap();
+            host.shared_set("palisade:rl:s:0", &value.unwrap(), None)
+                .unwrap();
+        });
+        assert_eq!(status_of(&rl, envoy.request(0)), expected);
+        assert_eq!(envoy.counter("palisade.rate_limiting.store_error"), 1);
+    }
+}
