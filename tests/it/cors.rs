@@ -306,6 +306,54 @@ fn cors_first_lets_browsers_read_denials_of_later_filters() {
 }
 
 #[test]
+fn with_an_auth_policy_preflights_work_in_either_order() {
+    let upstream = Upstream::start();
+    // alice / "open sesame", as an htpasswd {SHA} hash.
+    let auth = json!({"users": [{"username": "alice", "passwordHash": "{SHA}W8r/fyL/UzygmbNAjq2HbA67qac="}]});
+    let alice = "Basic YWxpY2U6b3BlbiBzZXNhbWU=";
+    let origin = "https://shop.example.com";
+
+    // cors first (the documented order): preflights never reach the auth policy, and its 401
+    // carries the grant so the browser app can read it.
+    let first = GatewayBuilder::new()
+        .upstream(&upstream)
+        .wasm("cors", shop().to_string())
+        .wasm("basic-auth", auth.to_string())
+        .start();
+    let pre = first.send(&preflight(origin, "PUT", Some("content-type")));
+    assert_eq!(pre.status, 200);
+    assert_eq!(pre.header(ACAO), Some(origin));
+    assert_eq!(
+        first.metric("palisade_basic_auth_preflight").unwrap_or(0.0),
+        0.0
+    );
+    let anonymous = first.send(&from(origin));
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.header(ACAO), Some(origin));
+    assert_eq!(anonymous.header(ACAC), Some("true"));
+    let signed_in = first.send(&from(origin).header("authorization", alice));
+    assert_eq!(signed_in.status, 200);
+    assert_eq!(signed_in.header(ACAO), Some(origin));
+    assert_eq!(upstream.hits(), 1);
+
+    // Misordered: the auth policy lets the credential-less preflight through (its
+    // `allowCorsPreflight` default), and cors still answers it before the upstream.
+    let misordered = GatewayBuilder::new()
+        .upstream(&upstream)
+        .wasm("basic-auth", auth.to_string())
+        .wasm("cors", shop().to_string())
+        .start();
+    let pre = misordered.send_h2(&preflight(origin, "PUT", Some("content-type")));
+    assert_eq!(pre.status, 200);
+    assert_eq!(pre.header(ACAO), Some(origin));
+    assert_eq!(
+        misordered.metric("palisade_basic_auth_preflight"),
+        Some(1.0)
+    );
+    assert_eq!(upstream.hits(), 1, "no preflight reached the upstream");
+}
+
+#[test]
 fn invalid_configurations_are_refused_by_envoy_naming_the_field() {
     for (config, field) in [
         (
