@@ -292,3 +292,50 @@ fn invalid_configurations_are_refused_by_envoy_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn sla_tiers_from_client_id_enforcement_give_gold_and_silver_their_own_limits() {
+    let upstream = Upstream::start();
+    let clients = json!([
+        {"clientId": "gold-app", "contracts": {"orders": "gold"}},
+        {"clientId": "silver-app", "contracts": {"orders": "silver"}},
+        {"clientId": "bronze-app", "contracts": {"orders": "bronze"}},
+    ]);
+    let gw = builder()
+        .upstream(&upstream)
+        .wasm(
+            "client-id-enforcement",
+            json!({"api": "orders", "clientSecretSource": null, "clients": clients}).to_string(),
+        )
+        .wasm(
+            "rate-limiting",
+            json!({"tiers": {
+                      "gold": [{"maximumRequests": 4, "timePeriodInMilliseconds": 60000}],
+                      "silver": [{"maximumRequests": 2, "timePeriodInMilliseconds": 60000}]},
+                   "exposeHeaders": true})
+            .to_string(),
+        )
+        .start();
+    let call = |client: &str| gw.send(&Request::get("/").header("client_id", client));
+    let allowed = |client: &str| (0..6).filter(|_| call(client).status == 200).count();
+    assert_eq!(allowed("gold-app"), 4);
+    assert_eq!(allowed("silver-app"), 2);
+    let limited = call("silver-app");
+    assert_limited(&limited);
+    assert_eq!(num(&limited, "x-ratelimit-limit"), 2);
+    // A client whose tier has no limits here is refused, not let through unlimited.
+    let bronze = call("bronze-app");
+    assert_eq!(bronze.status, 403);
+    assert_eq!(bronze.json()["error"], "sla_tier_unknown");
+    assert_eq!(upstream.hits(), 6);
+    assert_eq!(gw.metric("palisade_rate_limiting_unknown_tier"), Some(1.0));
+
+    // Without client-id enforcement in front, SLA mode cannot know the client: 401.
+    let alone = gateway(
+        &upstream,
+        json!({"tiers": {"gold": [{"maximumRequests": 4, "timePeriodInMilliseconds": 60000}]}}),
+    );
+    let resp = alone.send(&Request::get("/").header("client_id", "gold-app"));
+    assert_eq!(resp.status, 401);
+    assert_eq!(resp.json()["error"], "client_unidentified");
+}
