@@ -228,13 +228,22 @@ fn missing_malformed_and_wrong_credentials_never_reach_the_upstream() {
             "invalid_credentials",
         );
     }
+    // Overlong passwords are refused without being hashed (SHA-crypt's cost grows with them).
+    let verified = gw.metric("palisade_basic_auth_verified");
+    assert_denied(
+        &gw.send(&get(&basic(
+            format!("bob:{}", "x".repeat(4_000)).as_bytes(),
+        ))),
+        "invalid_credentials",
+    );
+    assert_eq!(gw.metric("palisade_basic_auth_verified"), verified);
     // HTTP/2 gets the same answers.
     assert_denied(&gw.send_h2(&Request::get("/")), "missing_credentials");
     assert_denied(&gw.send_h2(&get("Basic !!")), "malformed_credentials");
     assert_eq!(upstream.hits(), 0);
     assert_eq!(gw.metric("palisade_basic_auth_denied_missing"), Some(2.0));
     assert_eq!(gw.metric("palisade_basic_auth_denied_malformed"), Some(7.0));
-    assert_eq!(gw.metric("palisade_basic_auth_denied_invalid"), Some(5.0));
+    assert_eq!(gw.metric("palisade_basic_auth_denied_invalid"), Some(6.0));
     assert_eq!(gw.metric("palisade_basic_auth_allowed"), Some(0.0));
 }
 

@@ -19,6 +19,9 @@ use palisade_kit::{cors, ConfigError, Denial, HeaderPolicy, Host, LogLevel, Verd
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+/// Longer passwords are refused without hashing them.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
 /// The policy's counters (`palisade_basic_auth_<outcome>`).
 struct Metrics {
     allowed: Counter,
@@ -242,6 +245,11 @@ impl HeaderPolicy for BasicAuth {
                 return self.deny(host, &self.denials.malformed, self.metrics.denied_malformed)
             }
         };
+        if credentials.password.len() > MAX_PASSWORD_BYTES {
+            // Never hashed: SHA-crypt's cost grows with the password's length times the rounds,
+            // so a 60 KB password would stall the worker for about a second.
+            return self.deny(host, &self.denials.invalid, self.metrics.denied_invalid);
+        }
         match self.authenticate(&credentials.username, &credentials.password, host) {
             Some(user) => self.admit(host, user),
             None => self.deny(host, &self.denials.invalid, self.metrics.denied_invalid),

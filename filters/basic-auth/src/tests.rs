@@ -317,3 +317,21 @@ fn a_broken_configuration_fails_and_names_the_user() {
     assert_eq!(err.path, "users[0]");
     assert!(err.message.contains("eve"));
 }
+
+#[test]
+fn overlong_passwords_are_refused_without_hashing() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({}));
+    let long = "x".repeat(MAX_PASSWORD_BYTES + 1);
+    for user in ["bob", "mallory"] {
+        let mut req = request(&envoy, Some(&basic(&format!("{user}:{long}"))));
+        assert_eq!(run(&p, &mut req), Verdict::Respond);
+        assert_denied(&req, "invalid_credentials");
+    }
+    assert_eq!(envoy.counter("palisade.basic_auth.verified"), 0);
+    // The limit itself is allowed (and hashed).
+    let limit = "x".repeat(MAX_PASSWORD_BYTES);
+    let mut req = request(&envoy, Some(&basic(&format!("bob:{limit}"))));
+    assert_eq!(run(&p, &mut req), Verdict::Respond);
+    assert_eq!(envoy.counter("palisade.basic_auth.verified"), 1);
+}

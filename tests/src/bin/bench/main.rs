@@ -59,6 +59,7 @@ pub fn bare() -> Row {
     row("bare Envoy (no filter)", Kind::Bare, vec![])
 }
 
+mod basic_auth;
 mod client_id_enforcement;
 mod cors;
 mod ip_filter;
@@ -73,6 +74,7 @@ fn groups() -> Vec<Group> {
         client_id_enforcement::group(),
         jwt_validation::group(),
         jwt_validation::es256_group(),
+        basic_auth::group(),
     ]
 }
 
