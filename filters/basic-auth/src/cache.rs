@@ -31,6 +31,16 @@ pub enum Outcome {
     Invalid,
 }
 
+impl Outcome {
+    /// The authenticated user's index, if the credentials are valid.
+    pub fn user(self) -> Option<u32> {
+        match self {
+            Outcome::Valid(user) => Some(user),
+            Outcome::Invalid => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Entry {
     tag: Tag,

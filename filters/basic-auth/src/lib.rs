@@ -127,36 +127,25 @@ impl BasicAuth {
     /// Checks presented credentials: from the cache when they were checked recently, else by
     /// hashing the password. Returns the index of the authenticated user.
     fn authenticate(&self, username: &str, password: &str, host: &impl Host) -> Option<u32> {
-        let cached = self.cache.try_borrow().is_ok_and(|c| c.capacity() > 0);
-        let (tag, now_ms) = if cached {
-            let tag = self.tagger.tag(username, password);
-            let now_ms = host.now_ms();
+        let enabled = self.cache.try_borrow().is_ok_and(|c| c.capacity() > 0);
+        let key = enabled.then(|| (self.tagger.tag(username, password), host.now_ms()));
+        if let Some((tag, now_ms)) = &key {
             let hit = self
                 .cache
                 .try_borrow()
                 .ok()
-                .and_then(|c| c.get(&tag, now_ms));
+                .and_then(|c| c.get(tag, *now_ms));
             if let Some(outcome) = hit {
                 self.metrics.cache_hit.inc(host);
-                return match outcome {
-                    Outcome::Valid(user) => Some(user),
-                    Outcome::Invalid => None,
-                };
+                return outcome.user();
             }
-            (Some(tag), now_ms)
-        } else {
-            (None, 0)
-        };
-
+        }
         self.metrics.verified.inc(host);
         let outcome = self.verify(username, password.as_bytes());
-        if let (Some(tag), Ok(mut cache)) = (tag, self.cache.try_borrow_mut()) {
+        if let (Some((tag, now_ms)), Ok(mut cache)) = (key, self.cache.try_borrow_mut()) {
             cache.insert(tag, outcome, now_ms);
         }
-        match outcome {
-            Outcome::Valid(user) => Some(user),
-            Outcome::Invalid => None,
-        }
+        outcome.user()
     }
 
     /// The uncached check.
