@@ -184,12 +184,19 @@ fn every_hash_format_admits_its_password_only() {
             .header("x-seen-identity", "{\"principal\":\"root\"}"),
     );
     assert_admitted(&resp, "alice");
+    // Several client-written values are all replaced by the one authenticated username.
+    let resp = gw.send(
+        &get(&basic("bob:hunter2".as_bytes()))
+            .header("x-user", "root")
+            .header("x-user", "admin"),
+    );
+    assert_admitted(&resp, "bob");
     assert_denied(
         &gw.send_h2(&get(&basic(b"alice:open"))),
         "invalid_credentials",
     );
-    assert_eq!(upstream.hits(), 8);
-    assert_eq!(gw.metric("palisade_basic_auth_allowed"), Some(8.0));
+    assert_eq!(upstream.hits(), 9);
+    assert_eq!(gw.metric("palisade_basic_auth_allowed"), Some(9.0));
     assert_eq!(gw.metric("palisade_basic_auth_denied_invalid"), Some(8.0));
     // {SHA} is accepted with a warning naming the user; no hash is ever logged.
     let log = gw.log();
