@@ -124,6 +124,9 @@ fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, handler: Handler) {
 /// bodies) and answers each with `handler`. A handler answer with status 0 closes the
 /// connection without answering (a failed server).
 fn serve(conn: TcpStream, handler: &(dyn Fn(&Received) -> Answer + Send + Sync)) {
+    // The head and the body are written separately: without TCP_NODELAY, Nagle's algorithm
+    // holds the body until the peer's delayed ACK (about 40 ms per keep-alive request).
+    let _ = conn.set_nodelay(true);
     let Ok(write_half) = conn.try_clone() else {
         return;
     };
