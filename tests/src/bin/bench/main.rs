@@ -35,7 +35,8 @@ pub struct Group {
     /// What is measured.
     pub about: &'static str,
     /// Headers of the benchmark request. A `:method` entry sets its method (default `GET`),
-    /// e.g. `OPTIONS` for CORS preflights.
+    /// e.g. `OPTIONS` for CORS preflights; a `:body-file` entry names a file whose contents
+    /// are the request body.
     pub headers: Vec<(&'static str, String)>,
     /// The configurations: a bare one, the policy, its native counterpart.
     pub rows: Vec<Row>,
@@ -59,10 +60,10 @@ pub fn bare() -> Row {
     row("bare Envoy (no filter)", Kind::Bare, vec![])
 }
 
-mod basic_auth;
 mod client_id_enforcement;
 mod cors;
 mod ip_filter;
+mod json_threat_protection;
 mod jwt_validation;
 
 /// All benchmark groups: each policy adds a module with a `group()` and a line here.
@@ -74,7 +75,8 @@ fn groups() -> Vec<Group> {
         client_id_enforcement::group(),
         jwt_validation::group(),
         jwt_validation::es256_group(),
-        basic_auth::group(),
+        json_threat_protection::group(),
+        json_threat_protection::small_group(),
     ]
 }
 
@@ -166,10 +168,23 @@ fn method_of<'a>(headers: &'a [(&str, String)]) -> &'a str {
         .map_or("GET", |(_, v)| v.as_str())
 }
 
+/// The request body: the file named by the `:body-file` entry of the headers, if any.
+fn body_file_of<'a>(headers: &'a [(&str, String)]) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| *n == ":body-file")
+        .map(|(_, v)| v.as_str())
+}
+
 fn lua_script(dir: &std::path::Path, headers: &[(&str, String)]) -> std::path::PathBuf {
     let mut lua = format!("wrk.method = {:?}\n", method_of(headers));
-    for (n, v) in headers.iter().filter(|(n, _)| *n != ":method") {
+    for (n, v) in headers.iter().filter(|(n, _)| !n.starts_with(':')) {
         lua.push_str(&format!("wrk.headers[{n:?}] = {v:?}\n"));
+    }
+    if let Some(file) = body_file_of(headers) {
+        lua.push_str(&format!(
+            "local f = io.open({file:?}, \"rb\")\nwrk.body = f:read(\"*a\")\nf:close()\n"
+        ));
     }
     let path = dir.join("request.lua");
     std::fs::write(&path, lua).expect("write wrk script");
@@ -186,8 +201,11 @@ fn measure(row: &Row, headers: &[(&str, String)]) -> Sample {
     let script = lua_script(&dir, headers);
     // Check the configuration really serves (a denied request would measure the wrong thing).
     let mut probe = palisade_tests::Request::new(method_of(headers), "/bench");
-    for (n, v) in headers.iter().filter(|(n, _)| *n != ":method") {
+    for (n, v) in headers.iter().filter(|(n, _)| !n.starts_with(':')) {
         probe = probe.header(n, v);
+    }
+    if let Some(file) = body_file_of(headers) {
+        probe = probe.body(std::fs::read(file).expect("read the benchmark body"));
     }
     // Policies that load state in the background (a registry, keys) may need a moment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
