@@ -1,0 +1,209 @@
+//! The sliding-window log of one key: the times of the requests admitted in the last period and
+//! the deadlines of the requests waiting for quota. Plain data and an explicit clock, so the
+//! arithmetic is unit tested without a host.
+
+/// At most `max` requests in any `period_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Requests per window.
+    pub max: u64,
+    /// Window length in milliseconds.
+    pub period_ms: u64,
+}
+
+/// One key's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLog {
+    /// When the admitted requests of the current window arrived (ms since the epoch).
+    pub times: Vec<u64>,
+    /// One entry per waiting request: the time by which it will have left the queue for sure.
+    /// Entries past their deadline are ignored, so a waiter whose worker never came back (a VM
+    /// that died) cannot hold a queue place forever.
+    pub waiters: Vec<u64>,
+}
+
+/// What admitting one request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Whether the request fits (and was logged).
+    pub allowed: bool,
+    /// `X-Ratelimit-Limit`.
+    pub limit: u64,
+    /// `X-Ratelimit-Remaining`: requests left in the window after this one.
+    pub remaining: u64,
+    /// `X-Ratelimit-Reset` (Flex): 0 while quota remains, else milliseconds until the oldest
+    /// logged request leaves the window (when the next one fits).
+    pub reset_ms: u64,
+}
+
+impl KeyLog {
+    /// Forgets requests that left the window and waiters past their deadline.
+    pub fn prune(&mut self, limit: Limit, now: u64) {
+        self.times
+            .retain(|t| t.saturating_add(limit.period_ms) > now);
+        self.waiters.retain(|d| *d > now);
+    }
+
+    /// Milliseconds until the oldest logged request leaves the window.
+    fn oldest_exit_ms(&self, limit: Limit, now: u64) -> u64 {
+        self.times
+            .iter()
+            .min()
+            .map_or(0, |t| t.saturating_add(limit.period_ms).saturating_sub(now))
+    }
+
+    /// Logs a request at `now` if it fits (call [`KeyLog::prune`] first).
+    pub fn admit(&mut self, limit: Limit, now: u64) -> Admission {
+        let fits = (self.times.len() as u64) < limit.max;
+        if fits {
+            self.times.push(now);
+        }
+        let remaining = limit.max.saturating_sub(self.times.len() as u64);
+        Admission {
+            allowed: fits,
+            limit: limit.max,
+            remaining,
+            reset_ms: if remaining > 0 {
+                0
+            } else {
+                self.oldest_exit_ms(limit, now).max(1)
+            },
+        }
+    }
+
+    /// Removes one waiter with this deadline, if present.
+    pub fn leave_queue(&mut self, deadline: u64) {
+        if let Some(i) = self.waiters.iter().position(|d| *d == deadline) {
+            self.waiters.swap_remove(i);
+        }
+    }
+
+    /// Until when this state matters (afterwards its slot may be reused).
+    pub fn live_until(&self, limit: Limit) -> u64 {
+        let last = self
+            .times
+            .iter()
+            .max()
+            .map_or(0, |t| t.saturating_add(limit.period_ms));
+        last.max(self.waiters.iter().copied().max().unwrap_or(0))
+    }
+
+    /// `live_until (u64) | times count (u32) | times (u64 each) | waiters count (u32) | waiters`,
+    /// little endian.
+    pub fn encode(&self, limit: Limit) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + 8 * (self.times.len() + self.waiters.len()));
+        out.extend_from_slice(&self.live_until(limit).to_le_bytes());
+        for list in [&self.times, &self.waiters] {
+            out.extend_from_slice(&(list.len().min(u32::MAX as usize) as u32).to_le_bytes());
+            for v in list.iter() {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads a stored state (`None` for garbage).
+    pub fn decode(bytes: &[u8]) -> Option<KeyLog> {
+        let mut at = 8;
+        let mut list = |bytes: &[u8]| -> Option<Vec<u64>> {
+            let n = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+            at += 4;
+            let body = bytes.get(at..at.checked_add(n.checked_mul(8)?)?)?;
+            at += body.len();
+            Some(
+                body.chunks_exact(8)
+                    .filter_map(|c| c.try_into().ok().map(u64::from_le_bytes))
+                    .collect(),
+            )
+        };
+        let times = list(bytes)?;
+        let waiters = list(bytes)?;
+        Some(KeyLog { times, waiters })
+    }
+}
+
+/// The `live_until` of a stored state (0 for garbage, whose slot is then free).
+pub fn stored_live_until(state: &[u8]) -> u64 {
+    state
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Whole seconds for `Retry-After`: rounded up, at least 1.
+pub fn retry_after_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_700_000_000_000;
+    const TWO_PER_SECOND: Limit = Limit {
+        max: 2,
+        period_ms: 1000,
+    };
+
+    #[test]
+    fn sliding_log_admits_max_per_any_period() {
+        let mut log = KeyLog::default();
+        let l = TWO_PER_SECOND;
+        let a = log.admit(l, T0);
+        assert_eq!((a.allowed, a.remaining, a.reset_ms), (true, 1, 0));
+        log.prune(l, T0 + 600);
+        let a = log.admit(l, T0 + 600);
+        assert_eq!((a.allowed, a.remaining, a.reset_ms), (true, 0, 400));
+        log.prune(l, T0 + 700);
+        let a = log.admit(l, T0 + 700);
+        assert_eq!((a.allowed, a.remaining, a.reset_ms), (false, 0, 300));
+        // The first request leaves the window at T0 + 1000 exactly.
+        log.prune(l, T0 + 999);
+        assert!(!log.admit(l, T0 + 999).allowed);
+        log.prune(l, T0 + 1000);
+        let a = log.admit(l, T0 + 1000);
+        assert_eq!((a.allowed, a.reset_ms), (true, 600));
+        assert_eq!(log.times, vec![T0 + 600, T0 + 1000]);
+    }
+
+    #[test]
+    fn waiters_expire_and_leave() {
+        let mut log = KeyLog {
+            times: vec![],
+            waiters: vec![T0 + 10, T0 + 20, T0 + 20],
+        };
+        log.leave_queue(T0 + 20);
+        assert_eq!(log.waiters.len(), 2);
+        log.leave_queue(T0 + 99);
+        assert_eq!(log.waiters.len(), 2);
+        log.prune(TWO_PER_SECOND, T0 + 10);
+        assert_eq!(log.waiters, vec![T0 + 20]);
+        assert_eq!(log.live_until(TWO_PER_SECOND), T0 + 20);
+        log.times.push(T0);
+        assert_eq!(log.live_until(TWO_PER_SECOND), T0 + 1000);
+    }
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let log = KeyLog {
+            times: vec![1, 2, 3],
+            waiters: vec![9],
+        };
+        let bytes = log.encode(TWO_PER_SECOND);
+        assert_eq!(stored_live_until(&bytes), 1003);
+        assert_eq!(KeyLog::decode(&bytes), Some(log));
+        assert_eq!(KeyLog::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(KeyLog::decode(b""), None);
+        let mut huge = vec![0u8; 8];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(KeyLog::decode(&huge), None);
+        assert_eq!(stored_live_until(b"abc"), 0);
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(0), 1);
+        assert_eq!(retry_after_secs(300), 1);
+        assert_eq!(retry_after_secs(1001), 2);
+    }
+}
