@@ -60,6 +60,7 @@ pub fn bare() -> Row {
     row("bare Envoy (no filter)", Kind::Bare, vec![])
 }
 
+mod basic_auth;
 mod client_id_enforcement;
 mod cors;
 mod ip_filter;
@@ -75,6 +76,7 @@ fn groups() -> Vec<Group> {
         client_id_enforcement::group(),
         jwt_validation::group(),
         jwt_validation::es256_group(),
+        basic_auth::group(),
         json_threat_protection::group(),
         json_threat_protection::small_group(),
     ]
