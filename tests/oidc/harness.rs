@@ -41,6 +41,11 @@ pub struct Node {
     port: u16,
 }
 
+/// Drains a child's output so that it never writes into a closed pipe (Node.js dies of EPIPE).
+fn drain(mut out: impl std::io::Read + Send + 'static) {
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+}
+
 impl Node {
     fn start(script: &str, args: &[String]) -> Node {
         ensure_npm();
@@ -61,9 +66,9 @@ impl Node {
         let mut child = cmd.spawn().expect("start node");
         let stdout = child.stdout.take().expect("node stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read node output");
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).expect("read node output");
+        drain(reader);
         let port = line
             .trim()
             .strip_prefix("listening ")

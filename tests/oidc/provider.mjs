@@ -48,6 +48,9 @@ const clients = [
 
 const counts = {};
 const server = http.createServer();
+// Envoy pools connections to the provider: keep idle ones open longer than a test runs.
+server.keepAliveTimeout = 120_000;
+server.headersTimeout = 121_000;
 server.listen(wantedPort, '127.0.0.1', () => {
   const { port } = server.address();
   const provider = new Provider(`http://127.0.0.1:${port}`, {

@@ -1,0 +1,450 @@
+//! `token-introspection`: asks an OAuth 2.0 authorization server whether an access token is
+//! active (RFC 7662) and caches the answer in shared data for every worker.
+//!
+//! [`config`] compiles the configuration; [`TokenIntrospection`] decides: a cached answer (keyed
+//! by SHA-256 of the token, never the token) is applied at once, otherwise the request pauses
+//! while the server is asked. The proxy-wasm glue at the bottom moves bytes only.
+
+pub mod config;
+
+use config::{Config, Criteria};
+use palisade_kit::address::AddressSource;
+use palisade_kit::identity::Identity;
+use palisade_kit::metrics::Counter;
+use palisade_kit::selector::Selector;
+use palisade_kit::shared::SlotCache;
+use palisade_kit::{ConfigError, Denial, Host, LogLevel, Verdict};
+use serde_json::{Map, Value};
+
+/// The policy name.
+pub const NAME: &str = "token-introspection";
+
+/// The largest introspection response accepted.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// What to do with a request whose headers arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Decided (let through, or answered with a denial).
+    Done(Verdict),
+    /// Ask the server: send `body` with the headers of [`TokenIntrospection::call_headers`],
+    /// then pass the answer to [`TokenIntrospection::complete`] with `key`.
+    Introspect {
+        /// The cache key (hex SHA-256 of the token).
+        key: String,
+        /// The form body.
+        body: Vec<u8>,
+    },
+}
+
+struct Metrics {
+    allowed: Counter,
+    missing_token: Counter,
+    invalid_token: Counter,
+    forbidden: Counter,
+    unavailable: Counter,
+    cache_hit: Counter,
+    introspected: Counter,
+    preflight: Counter,
+}
+
+/// The compiled policy of one VM.
+pub struct TokenIntrospection {
+    config: Config,
+    cache: Option<SlotCache>,
+    metrics: Metrics,
+}
+
+/// Percent-encodes a form value (RFC 3986 unreserved characters stay).
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bearer token of a selected value (only the `Bearer` scheme from `Authorization`).
+fn bearer(source: &Selector, raw: String) -> Option<String> {
+    let trimmed = raw.trim();
+    let scheme = trimmed
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("bearer "));
+    let token = match (source, scheme) {
+        (_, Some(_)) => trimmed[7..].trim_start(),
+        (Selector::Header(name), None) if name == "authorization" => return None,
+        (_, None) => trimmed,
+    };
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+fn deny(host: &mut impl Host, denial: &Denial) -> Verdict {
+    // If even the local reply fails there is nothing better to do than to stop the request.
+    let _ = denial.send(host);
+    Verdict::Respond
+}
+
+impl TokenIntrospection {
+    /// Compiles the configuration and defines the metrics.
+    pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
+        let config = Config::compile(json)?;
+        let counter = |host: &mut _, outcome| {
+            Counter::define(host, NAME, outcome)
+                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
+        };
+        let metrics = Metrics {
+            allowed: counter(host, "allowed")?,
+            missing_token: counter(host, "missing_token")?,
+            invalid_token: counter(host, "invalid_token")?,
+            forbidden: counter(host, "forbidden")?,
+            unavailable: counter(host, "unavailable")?,
+            cache_hit: counter(host, "cache_hit")?,
+            introspected: counter(host, "introspected")?,
+            preflight: counter(host, "preflight")?,
+        };
+        let cache = (config.max_entries > 0).then(|| {
+            // One cache per server and credentials: another client may see other answers.
+            let scope = palisade_kit::shared::stable_hash(
+                format!(
+                    "{}\n{}\n{}",
+                    config.cluster, config.path, config.authorization
+                )
+                .as_bytes(),
+            );
+            SlotCache::new(
+                &format!("palisade:token-introspection:{scope:016x}"),
+                config.max_entries,
+                config.ttl_ms.max(config.inactive_ttl_ms),
+            )
+        });
+        Ok(TokenIntrospection {
+            config,
+            cache,
+            metrics,
+        })
+    }
+
+    /// The cluster, headers and timeout of an introspection call.
+    pub fn call_headers(&self) -> (&str, Vec<(&str, &str)>, u32) {
+        let c = &self.config;
+        (
+            &c.cluster,
+            vec![
+                (":method", "POST"),
+                (":path", &c.path),
+                (":authority", &c.authority),
+                (":scheme", "http"),
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("accept", "application/json"),
+                ("authorization", &c.authorization),
+            ],
+            c.timeout_ms,
+        )
+    }
+
+    /// Decides from the cache, or says to ask the server.
+    pub fn start(&self, host: &mut impl Host) -> Start {
+        if self.config.allow_preflight && palisade_kit::cors::is_preflight(host) {
+            self.metrics.preflight.inc(host);
+            return Start::Done(Verdict::Continue);
+        }
+        let token = self
+            .config
+            .source
+            .evaluate(host, &AddressSource::Peer)
+            .and_then(|raw| bearer(&self.config.source, raw));
+        let Some(token) = token else {
+            self.metrics.missing_token.inc(host);
+            return Start::Done(deny(host, &self.config.denials.missing));
+        };
+        let key = hex(&palisade_kit::secret::sha256(token.as_bytes()));
+        if let Some(cache) = &self.cache {
+            if let Ok(Some(entry)) = cache.get(host, &key) {
+                if let Some(verdict) = self.apply_cached(host, &entry) {
+                    self.metrics.cache_hit.inc(host);
+                    return Start::Done(verdict);
+                }
+            }
+        }
+        let body = format!("token={}&token_type_hint=access_token", form_encode(&token));
+        Start::Introspect {
+            key,
+            body: body.into_bytes(),
+        }
+    }
+
+    /// The call could not be started: fail closed.
+    pub fn call_failed(&self, host: &mut impl Host, why: &str) -> Verdict {
+        host.log(
+            LogLevel::Error,
+            &format!(
+                "token-introspection: cannot call cluster {:?}: {why}",
+                self.config.cluster
+            ),
+        );
+        self.metrics.unavailable.inc(host);
+        deny(host, &self.config.denials.unavailable)
+    }
+
+    /// Handles the server's answer for the token cached under `key`.
+    pub fn complete(
+        &self,
+        host: &mut impl Host,
+        key: &str,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> Verdict {
+        self.metrics.introspected.inc(host);
+        let parsed = (status == Some(200) && body.len() <= MAX_RESPONSE_BYTES)
+            .then(|| serde_json::from_slice::<Map<String, Value>>(body).ok())
+            .flatten()
+            .filter(|m| m.get("active").is_some_and(Value::is_boolean));
+        let Some(fields) = parsed else {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "token-introspection: unusable answer (status {})",
+                    status.map_or("none".into(), |s| s.to_string())
+                ),
+            );
+            self.metrics.unavailable.inc(host);
+            return deny(host, &self.config.denials.unavailable);
+        };
+        let now = host.now_ms();
+        let active = fields.get("active") == Some(&Value::Bool(true));
+        let exp_ms = fields
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map(|e| e.saturating_mul(1000));
+        let expires = if active {
+            let cap = now + self.config.ttl_ms;
+            exp_ms.map_or(cap, |e| e.min(cap))
+        } else {
+            now + self.config.inactive_ttl_ms
+        };
+        let mut entry = expires.to_le_bytes().to_vec();
+        if active {
+            entry.extend_from_slice(body);
+        }
+        if let Some(cache) = &self.cache {
+            if expires > now {
+                let _ = cache.put(host, key, &entry);
+            }
+        }
+        self.apply(host, active.then_some(&fields), exp_ms, now)
+    }
+
+    /// Applies a cached entry; `None` if it expired (ask again).
+    fn apply_cached(&self, host: &mut impl Host, entry: &[u8]) -> Option<Verdict> {
+        let expires = u64::from_le_bytes(entry.get(..8)?.try_into().ok()?);
+        let now = host.now_ms();
+        if expires <= now {
+            return None;
+        }
+        let body = &entry[8..];
+        if body.is_empty() {
+            return Some(self.apply(host, None, None, now));
+        }
+        let fields: Map<String, Value> = serde_json::from_slice(body).ok()?;
+        Some(self.apply(host, Some(&fields), None, now))
+    }
+
+    fn apply(
+        &self,
+        host: &mut impl Host,
+        active: Option<&Map<String, Value>>,
+        exp_ms: Option<u64>,
+        now: u64,
+    ) -> Verdict {
+        let Some(fields) = active else {
+            self.metrics.invalid_token.inc(host);
+            return deny(host, &self.config.denials.invalid);
+        };
+        if exp_ms.is_some_and(|e| e <= now) {
+            self.metrics.invalid_token.inc(host);
+            return deny(host, &self.config.denials.invalid);
+        }
+        if !self.config.scopes.is_empty() {
+            let granted: Vec<&str> = fields
+                .get("scope")
+                .and_then(Value::as_str)
+                .map(|s| s.split_whitespace().collect())
+                .unwrap_or_default();
+            let has = |s: &String| granted.contains(&s.as_str());
+            let ok = match self.config.criteria {
+                Criteria::AND => self.config.scopes.iter().all(has),
+                Criteria::OR => self.config.scopes.iter().any(has),
+            };
+            if !ok {
+                self.metrics.forbidden.inc(host);
+                return deny(host, &self.config.denials.scope);
+            }
+        }
+        if self.config.expose_headers {
+            for (name, value) in fields {
+                let value = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    _ => continue,
+                };
+                let name_ok = name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                let value_ok = value.bytes().all(|b| (b' '..=b'~').contains(&b));
+                if name_ok && value_ok && !name.is_empty() {
+                    host.set_request_header(
+                        &format!("x-agw-{}", name.to_ascii_lowercase()),
+                        &value,
+                    );
+                }
+            }
+        }
+        let text = |n: &str| fields.get(n).and_then(Value::as_str).map(str::to_owned);
+        let identity = Identity {
+            authenticated_by: NAME.into(),
+            client_id: text("client_id"),
+            principal: text("sub").or_else(|| text("username")),
+            claims: fields.clone(),
+            ..Identity::default()
+        };
+        if identity.publish(host).is_err() {
+            host.log(LogLevel::Warn, "token-introspection: identity not recorded");
+        }
+        self.metrics.allowed.inc(host);
+        Verdict::Continue
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod glue {
+    //! The proxy-wasm contexts: configure once per VM; per request, decide from the cache or
+    //! pause, call the server, and resume or deny when it answers.
+    use super::*;
+    use palisade_kit::wasm::{
+        buffer_bytes, map_value, plugin_configuration, resume_http_request, Buffer, HeaderMap,
+        WasmHost,
+    };
+    use proxy_wasm::traits::{Context, HttpContext, RootContext};
+    use proxy_wasm::types::{Action, ContextType};
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    struct Root {
+        policy: Option<Rc<TokenIntrospection>>,
+    }
+
+    impl Context for Root {}
+
+    impl RootContext for Root {
+        fn on_configure(&mut self, _size: usize) -> bool {
+            let mut host = WasmHost;
+            match TokenIntrospection::configure(&plugin_configuration(), &mut host) {
+                Ok(policy) => {
+                    self.policy = Some(Rc::new(policy));
+                    true
+                }
+                Err(err) => {
+                    // Returning false makes Envoy refuse the filter: fail closed.
+                    host.log(LogLevel::Error, &format!("{NAME}: {err}"));
+                    false
+                }
+            }
+        }
+
+        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+            Some(Box::new(Stream {
+                policy: self.policy.clone(),
+                waiting: None,
+            }))
+        }
+
+        fn get_type(&self) -> Option<ContextType> {
+            Some(ContextType::HttpContext)
+        }
+    }
+
+    struct Stream {
+        policy: Option<Rc<TokenIntrospection>>,
+        /// The cache key of the token being introspected.
+        waiting: Option<String>,
+    }
+
+    impl Context for Stream {
+        fn on_http_call_response(
+            &mut self,
+            _token: u32,
+            _headers: usize,
+            body_size: usize,
+            _trailers: usize,
+        ) {
+            let (Some(policy), Some(key)) = (self.policy.clone(), self.waiting.take()) else {
+                return;
+            };
+            let mut host = WasmHost;
+            let status = map_value(HeaderMap::HttpCallResponseHeaders, ":status")
+                .and_then(|s| s.parse().ok());
+            let body = buffer_bytes(
+                Buffer::HttpCallResponseBody,
+                0,
+                body_size.min(MAX_RESPONSE_BYTES + 1),
+            );
+            if policy.complete(&mut host, &key, status, &body) == Verdict::Continue {
+                let _ = resume_http_request();
+            }
+        }
+    }
+
+    impl HttpContext for Stream {
+        fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+            let mut host = WasmHost;
+            let Some(policy) = self.policy.clone() else {
+                let denial =
+                    Denial::new(503, "policy_unavailable", "The policy is not configured.");
+                let _ = denial.send(&mut host);
+                return Action::Pause;
+            };
+            match policy.start(&mut host) {
+                Start::Done(Verdict::Continue) => Action::Continue,
+                Start::Done(Verdict::Respond) => Action::Pause,
+                Start::Introspect { key, body } => {
+                    let (cluster, headers, timeout_ms) = policy.call_headers();
+                    // The SDK's dispatch records the call so that its answer comes back to this
+                    // context; it only panics on statuses Envoy's httpCall never returns.
+                    match self.dispatch_http_call(
+                        cluster,
+                        headers,
+                        Some(&body),
+                        vec![],
+                        Duration::from_millis(u64::from(timeout_ms)),
+                    ) {
+                        Ok(_) => {
+                            self.waiting = Some(key);
+                            Action::Pause
+                        }
+                        Err(status) => {
+                            policy.call_failed(&mut host, &format!("{status:?}"));
+                            Action::Pause
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        proxy_wasm::set_root_context(|_| Box::new(Root { policy: None }));
+    }}
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+//! The decision logic in the in-memory Envoy.
+
+use super::*;
+use palisade_kit::testing::{TestEnvoy, TestRequest};
+use serde_json::json;
+
+fn policy(envoy: &TestEnvoy, extra: Value) -> TokenIntrospection {
+    let mut c = json!({"introspectionUrl": "http://127.0.0.1:4000/token/introspection",
+                       "cluster": "idp", "authorizationValue": "Basic aW50cm86c2VjcmV0"});
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    TokenIntrospection::configure(c.to_string().as_bytes(), &mut envoy.request(0)).unwrap()
+}
+
+fn request(envoy: &TestEnvoy, worker: usize, token: Option<&str>) -> TestRequest {
+    let mut r = envoy.request(worker);
+    r.add_header(":method", "GET").add_header(":path", "/");
+    if let Some(t) = token {
+        r.add_header("authorization", &format!("Bearer {t}"));
+    }
+    r
+}
+
+/// Runs a request; when the policy asks the server, answers with `answer`.
+fn run(
+    p: &TokenIntrospection,
+    req: &mut TestRequest,
+    answer: Option<(u16, Value)>,
+) -> (Verdict, bool) {
+    match p.start(req) {
+        Start::Done(v) => (v, false),
+        Start::Introspect { key, body } => {
+            let text = String::from_utf8(body).unwrap();
+            assert!(text.starts_with("token=") && !text.contains(' '), "{text}");
+            let (status, doc) = answer.expect("an introspection call");
+            (
+                p.complete(req, &key, Some(status), doc.to_string().as_bytes()),
+                true,
+            )
+        }
+    }
+}
+
+fn status(req: &TestRequest) -> (u16, String) {
+    let r = req.response().expect("a local response");
+    (
+        r.status,
+        r.json()["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn active_tokens_are_cached_for_every_worker_and_never_by_raw_token() {
+    let envoy = TestEnvoy::new(2);
+    let p = policy(&envoy, json!({"exposeHeaders": true}));
+    let exp = envoy.now_ms() / 1000 + 60;
+    let doc = json!({"active": true, "client_id": "app", "sub": "alice", "scope": "a b", "exp": exp, "aud": ["x"]});
+    let mut r = request(&envoy, 0, Some("tok/en+1"));
+    assert_eq!(run(&p, &mut r, Some((200, doc))), (Verdict::Continue, true));
+    let h = |r: &TestRequest, n: &str| {
+        r.headers()
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(h(&r, "x-agw-client_id").as_deref(), Some("app"));
+    assert_eq!(h(&r, "x-agw-aud"), None, "arrays are not exposed");
+    assert_eq!(
+        Identity::current(&r).unwrap().principal.as_deref(),
+        Some("alice")
+    );
+    // The other worker is answered from shared data.
+    let mut again = request(&envoy, 1, Some("tok/en+1"));
+    assert_eq!(run(&p, &mut again, None), (Verdict::Continue, false));
+    assert_eq!(h(&again, "x-agw-sub").as_deref(), Some("alice"));
+    assert_eq!(envoy.counter("palisade.token_introspection.cache_hit"), 1);
+    // Until exp, not longer.
+    envoy.advance_ms(61_000);
+    let mut late = request(&envoy, 1, Some("tok/en+1"));
+    assert_eq!(
+        run(&p, &mut late, Some((200, json!({"active": false})))),
+        (Verdict::Respond, true)
+    );
+    assert_eq!(status(&late), (401, "invalid_token".into()));
+}
+
+#[test]
+fn inactive_expired_and_missing_tokens_are_401() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({}));
+    let mut r = request(&envoy, 0, Some("revoked"));
+    assert_eq!(
+        run(&p, &mut r, Some((200, json!({"active": false})))).0,
+        Verdict::Respond
+    );
+    assert_eq!(status(&r), (401, "invalid_token".into()));
+    assert_eq!(
+        r.response().unwrap().header("www-authenticate"),
+        Some(r#"Bearer realm="api", error="invalid_token""#)
+    );
+    // Inactive answers are cached briefly.
+    let mut again = request(&envoy, 0, Some("revoked"));
+    assert_eq!(run(&p, &mut again, None), (Verdict::Respond, false));
+    envoy.advance_ms(10_001);
+    let mut later = request(&envoy, 0, Some("revoked"));
+    assert!(run(&p, &mut later, Some((200, json!({"active": false})))).1);
+
+    let past = envoy.now_ms() / 1000 - 5;
+    let mut expired = request(&envoy, 0, Some("old"));
+    assert_eq!(
+        run(
+            &p,
+            &mut expired,
+            Some((200, json!({"active": true, "exp": past})))
+        )
+        .0,
+        Verdict::Respond
+    );
+    assert_eq!(status(&expired), (401, "invalid_token".into()));
+
+    let mut none = request(&envoy, 0, None);
+    assert_eq!(run(&p, &mut none, None).0, Verdict::Respond);
+    assert_eq!(status(&none), (401, "missing_token".into()));
+}
+
+#[test]
+fn server_failures_fail_closed_with_503_and_are_not_cached() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({}));
+    for (code, body) in [
+        (503, json!("upstream connect error")),
+        (200, json!({"no": "active"})),
+        (401, json!({"active": true})),
+        (504, json!(null)),
+    ] {
+        let mut r = request(&envoy, 0, Some("t"));
+        assert_eq!(
+            run(&p, &mut r, Some((code, body))),
+            (Verdict::Respond, true)
+        );
+        assert_eq!(status(&r), (503, "introspection_unavailable".into()));
+    }
+    let mut r = request(&envoy, 0, Some("t"));
+    let Start::Introspect { .. } = p.start(&mut r) else {
+        panic!("failures must not be cached")
+    };
+    assert_eq!(envoy.counter("palisade.token_introspection.unavailable"), 4);
+}
+
+#[test]
+fn scopes_and_or() {
+    let envoy = TestEnvoy::new(1);
+    let and = policy(
+        &envoy,
+        json!({"scopes": "read write", "maxCacheEntries": 0}),
+    );
+    let or = policy(
+        &envoy,
+        json!({"scopes": "read write", "scopeValidationCriteria": "OR", "maxCacheEntries": 0}),
+    );
+    let one = json!({"active": true, "scope": "read"});
+    let mut r = request(&envoy, 0, Some("t"));
+    assert_eq!(
+        run(&and, &mut r, Some((200, one.clone()))).0,
+        Verdict::Respond
+    );
+    assert_eq!(status(&r), (403, "insufficient_scope".into()));
+    assert_eq!(
+        r.response().unwrap().header("www-authenticate"),
+        Some(r#"Bearer realm="api", error="insufficient_scope", scope="read write""#)
+    );
+    let mut r = request(&envoy, 0, Some("t"));
+    assert_eq!(run(&or, &mut r, Some((200, one))).0, Verdict::Continue);
+    let mut r = request(&envoy, 0, Some("t"));
+    assert_eq!(
+        run(
+            &and,
+            &mut r,
+            Some((200, json!({"active": true, "scope": "write read"})))
+        )
+        .0,
+        Verdict::Continue
+    );
+}
+
+#[test]
+fn the_cache_is_bounded() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({"maxCacheEntries": 16}));
+    for i in 0..500 {
+        let mut r = request(&envoy, 0, Some(&format!("token-{i}")));
+        run(&p, &mut r, Some((200, json!({"active": true}))));
+    }
+    assert!(envoy.shared_keys_with_prefix("palisade:token-introspection:") <= 16);
+}
+
+#[test]
+fn the_form_body_encodes_the_token() {
+    assert_eq!(form_encode("a+b/c=d e"), "a%2Bb%2Fc%3Dd%20e");
+}

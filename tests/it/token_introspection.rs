@@ -1,0 +1,173 @@
+//! `token-introspection` in a real Envoy against a real OpenID Provider (npm `oidc-provider`):
+//! active, revoked and unknown opaque tokens, scopes, Flex-style `x-agw-*` headers, cache hits
+//! proven by the provider's request count, the server down (503, fail closed), and refused
+//! configurations.
+
+#[path = "../oidc/harness.rs"]
+mod oidc;
+
+use oidc::{basic, Provider};
+use palisade_tests::{Gateway, GatewayBuilder, Request, Response, Upstream};
+use serde_json::{json, Value};
+
+const ORDERS: (&str, &str) = ("orders-client", "orders-secret");
+
+fn config(port: u16, extra: Value) -> String {
+    let mut c = json!({
+        "introspectionUrl": format!("http://127.0.0.1:{port}/token/introspection"),
+        "cluster": "idp",
+        "authorizationValue": basic("introspector", "introspector-secret"),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c.to_string()
+}
+
+fn gateway(upstream: &Upstream, port: u16, extra: Value) -> Gateway {
+    GatewayBuilder::new()
+        .upstream(upstream)
+        .cluster("idp", port)
+        .wasm("token-introspection", config(port, extra))
+        .start()
+}
+
+fn bearer(token: &str) -> Request {
+    Request::get("/orders").header("authorization", &format!("Bearer {token}"))
+}
+
+fn assert_denied(resp: &Response, status: u16, code: &str) {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    assert_eq!(resp.json()["error"], code, "{}", resp.text());
+    assert!(
+        resp.header("x-upstream").is_none(),
+        "a denied request reached the upstream"
+    );
+}
+
+#[test]
+fn active_revoked_and_unknown_tokens_with_cache_hits_counted_at_the_provider() {
+    let op = Provider::start();
+    let upstream = Upstream::start();
+    let gw = gateway(
+        &upstream,
+        op.0.port(),
+        json!({"scopes": "orders:read", "exposeHeaders": true}),
+    );
+    let active = op.token(ORDERS, "orders:read orders:write", None);
+    let ok = gw.send(&bearer(&active).header("x-agw-client_id", "spoofed"));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        ok.upstream_header("x-agw-client_id").as_deref(),
+        Some("orders-client")
+    );
+    assert_eq!(ok.upstream_header("x-agw-active").as_deref(), Some("true"));
+    for _ in 0..3 {
+        assert_eq!(gw.send(&bearer(&active)).status, 200);
+        assert_eq!(gw.send_h2(&bearer(&active)).status, 200);
+    }
+    assert_eq!(
+        op.hits("/token/introspection"),
+        1,
+        "cache hits do not call the server"
+    );
+
+    let revoked = op.token(ORDERS, "orders:read", None);
+    op.revoke(&revoked);
+    let resp = gw.send(&bearer(&revoked));
+    assert_denied(&resp, 401, "invalid_token");
+    assert_eq!(
+        resp.header("www-authenticate"),
+        Some(r#"Bearer realm="api", error="invalid_token""#)
+    );
+    assert_denied(
+        &gw.send_h2(&bearer("not-a-token-the-provider-issued")),
+        401,
+        "invalid_token",
+    );
+    let write_only = op.token(ORDERS, "orders:write", None);
+    assert_denied(&gw.send(&bearer(&write_only)), 403, "insufficient_scope");
+    assert_denied(&gw.send(&Request::get("/")), 401, "missing_token");
+    assert_eq!(
+        upstream.hits(),
+        7,
+        "denied requests never reach the upstream"
+    );
+    assert_eq!(op.hits("/token/introspection"), 4);
+    assert_eq!(gw.metric("palisade_token_introspection_allowed"), Some(7.0));
+    assert!(
+        gw.metric("palisade_token_introspection_cache_hit")
+            .unwrap_or(0.0)
+            >= 5.0
+    );
+    assert_eq!(
+        gw.metric("palisade_token_introspection_invalid_token"),
+        Some(2.0)
+    );
+    assert_eq!(
+        gw.metric("palisade_token_introspection_forbidden"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn server_down_or_rejecting_our_credentials_is_503() {
+    let mut op = Provider::start();
+    let port = op.0.port();
+    let upstream = Upstream::start();
+    let token = op.token(ORDERS, "orders:read", None);
+    // Wrong client credentials: the provider answers 401, never a reason to let traffic in.
+    let wrong = GatewayBuilder::new()
+        .upstream(&upstream)
+        .cluster("idp", port)
+        .wasm(
+            "token-introspection",
+            config(
+                port,
+                json!({"authorizationValue": basic("introspector", "wrong")}),
+            ),
+        )
+        .start();
+    assert_denied(
+        &wrong.send(&bearer(&token)),
+        503,
+        "introspection_unavailable",
+    );
+    let gw = gateway(&upstream, port, json!({}));
+    op.0.kill();
+    assert_denied(&gw.send(&bearer(&token)), 503, "introspection_unavailable");
+    assert_denied(
+        &gw.send_h2(&bearer(&token)),
+        503,
+        "introspection_unavailable",
+    );
+    assert_eq!(upstream.hits(), 0);
+    assert_eq!(
+        gw.metric("palisade_token_introspection_unavailable"),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn envoy_refuses_invalid_configurations_naming_the_field() {
+    for (config, field) in [
+        (
+            json!({"cluster": "idp", "authorizationValue": "Basic x"}),
+            "introspectionUrl",
+        ),
+        (
+            json!({"introspectionUrl": "http://a/i", "cluster": "idp", "authorizationValue": "Basic x", "validatedTokenTTL": 0}),
+            "`validatedTokenTTL`",
+        ),
+        (
+            json!({"introspectionUrl": "http://a/i", "cluster": "idp", "authorizationValue": "Basic x", "scopeValidationCriteria": "XOR"}),
+            "`scopeValidationCriteria`",
+        ),
+    ] {
+        let log = GatewayBuilder::new()
+            .cluster("idp", 9)
+            .wasm("token-introspection", config.to_string())
+            .start_err();
+        assert!(log.contains(field), "{field} not named in:\n{log}");
+    }
+}
