@@ -66,6 +66,8 @@ mod cors;
 mod ip_filter;
 mod json_threat_protection;
 mod jwt_validation;
+mod rate_limiting;
+mod spike_control;
 
 /// All benchmark groups: each policy adds a module with a `group()` and a line here.
 fn groups() -> Vec<Group> {
@@ -79,6 +81,9 @@ fn groups() -> Vec<Group> {
         basic_auth::group(),
         json_threat_protection::group(),
         json_threat_protection::small_group(),
+        rate_limiting::group(),
+        rate_limiting::contention_group(),
+        spike_control::group(),
     ]
 }
 
