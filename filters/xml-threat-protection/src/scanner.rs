@@ -1,0 +1,1097 @@
+//! A streaming, resumable XML well-formedness checker with structural limits.
+//!
+//! Written by hand rather than on `quick-xml`: quick-xml's readers pull from a blocking
+//! `BufRead` and hand out whole events (a whole start tag with all its attributes, a whole text
+//! node), so a 10 MB attribute or text node is buffered before any limit can be applied, and a
+//! reader cannot be suspended in the middle of a token when an Envoy body chunk ends. This
+//! scanner is fed chunks as they arrive, examines each byte once, and keeps only bounded state:
+//! per open element a 64-bit name hash and a child count, per start tag the hashes of its
+//! attribute names, and (with a DTD) one length per declared entity. It never expands an entity
+//! (it only adds up how long expansions would be) and never resolves anything external.
+//!
+//! It checks XML 1.0 well-formedness as far as a threat check needs it: one root element,
+//! matching end tags, attribute syntax and uniqueness, references, comments (no `--`), CDATA
+//! and processing instructions, the XML declaration only at the start, `]]>` outside CDATA,
+//! valid UTF-8 and XML characters. Names are checked as ASCII name characters plus any
+//! non-ASCII character (the finer Unicode name classes are not enforced).
+
+use palisade_kit::body::{BodyScanner, Violation};
+use std::collections::{HashMap, HashSet};
+
+/// The limits, `None` meaning unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `maxNodeDepth`: element nesting (the root is 1).
+    pub max_depth: Option<u64>,
+    /// `maxAttributeCountPerElement` (namespace declarations not counted).
+    pub max_attributes: Option<u64>,
+    /// `maxNamespaceCountPerElement`: `xmlns` / `xmlns:p` declarations per element.
+    pub max_namespaces: Option<u64>,
+    /// `maxChildCount`: child elements, comments, PIs and non-blank text nodes per element.
+    pub max_children: Option<u64>,
+    /// `maxTextLength`: characters of a text node (character data and CDATA combined).
+    pub max_text: Option<u64>,
+    /// `maxAttributeLength`: characters of an attribute value.
+    pub max_attribute_length: Option<u64>,
+    /// `maxCommentLength`: characters of a comment.
+    pub max_comment: Option<u64>,
+    /// `maxNameLength`: characters of an element, attribute, PI target or entity name.
+    pub max_name: Option<u64>,
+    /// `allowDtd`: false rejects any DOCTYPE.
+    pub allow_dtd: bool,
+    /// `maxEntityExpansion`: characters one entity may expand to, and all entity references
+    /// of the document together.
+    pub max_entity_expansion: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: None,
+            max_attributes: None,
+            max_namespaces: None,
+            max_children: None,
+            max_text: None,
+            max_attribute_length: None,
+            max_comment: None,
+            max_name: None,
+            allow_dtd: false,
+            max_entity_expansion: 65_536,
+        }
+    }
+}
+
+/// Where a reference (`&...;`) appears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefIn {
+    Text,
+    Attribute,
+    EntityValue,
+}
+
+/// What a name being read names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameOf {
+    Element,
+    EndTag,
+    Attribute,
+    PiTarget { in_dtd: bool },
+    Entity,
+    DoctypeRoot,
+    Ref(RefIn),
+}
+
+/// What follows a fixed keyword once it is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Comment,
+    DtdComment,
+    CData,
+    Doctype,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the very start: a byte-order mark or the document.
+    Start,
+    /// Outside the root element, before it: whitespace and markup only.
+    Misc,
+    /// Character data inside the root element.
+    Content,
+    /// After `<`.
+    Lt,
+    /// After `<!`.
+    Bang,
+    /// Matching the rest of a keyword (`-`, `CDATA[`, `OCTYPE`).
+    Keyword(&'static [u8], u8, After),
+    /// Reading a name (possibly still empty).
+    Name(NameOf),
+    /// In a start tag after the name or an attribute value (`space`: whitespace followed).
+    Tag { space: bool },
+    /// After `/` in a start tag.
+    EmptyTag,
+    /// After an attribute name: `=`.
+    Eq,
+    /// After `=`: the opening quote.
+    Quote,
+    /// Inside an attribute value.
+    AttrValue,
+    /// After an end tag's name: whitespace then `>`.
+    EndTag,
+    /// Inside a comment; `dashes` consecutive `-` just seen.
+    Comment { dashes: u8, in_dtd: bool },
+    /// After a PI target: whitespace or `?>`.
+    PiAfterTarget { in_dtd: bool },
+    /// Inside PI data; `q` when the last character was `?`.
+    PiData { q: bool, in_dtd: bool },
+    /// Inside CDATA; `brackets` consecutive `]` just seen.
+    CData { brackets: u8 },
+    /// After `&`.
+    Ref(RefIn),
+    /// After `&#` / `&#x`.
+    CharRef {
+        within: RefIn,
+        hex: bool,
+        value: u32,
+        digits: u32,
+    },
+    /// After `<!DOCTYPE`: whitespace, then the root element name.
+    DoctypeSpace { seen_ws: bool },
+    /// After the DOCTYPE name: an external ID (skipped, never resolved), `[` or `>`.
+    DoctypeTail { quote: u8 },
+    /// Inside the internal subset.
+    Subset,
+    /// After the internal subset's `]`: `>`.
+    SubsetEnd,
+    /// After `<` in the internal subset.
+    SubsetLt,
+    /// After `<!` in the internal subset.
+    SubsetBang,
+    /// Reading a declaration keyword (`ENTITY`, `ELEMENT`, ...).
+    DeclKeyword,
+    /// After `<!ENTITY`: whitespace, then the name.
+    EntitySpace,
+    /// After an entity name: a value literal or an external ID.
+    EntityDef { quote: u8, external: bool },
+    /// Inside an entity value literal.
+    EntityValue,
+    /// Skipping the rest of a declaration to its `>`, quoted strings respected.
+    DeclSkip { quote: u8 },
+    /// The root element is closed: whitespace, comments and PIs may follow.
+    Done,
+}
+
+/// One declared general entity.
+#[derive(Debug, Clone, Copy)]
+struct Entity {
+    /// Characters its replacement text expands to.
+    len: u64,
+    /// Declared with SYSTEM/PUBLIC: never resolved, any reference is refused.
+    external: bool,
+}
+
+/// An open element.
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    name: u64,
+    children: u64,
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// Names are compared by 64-bit FNV-1a hash of their characters.
+fn fnv(hash: u64, c: u32) -> u64 {
+    let mut h = hash;
+    for b in c.to_le_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+fn hash_ascii(s: &[u8]) -> u64 {
+    s.iter().fold(FNV_OFFSET, |h, &b| fnv(h, u32::from(b)))
+}
+
+fn is_ws(c: u32) -> bool {
+    matches!(c, 0x20 | 0x09 | 0x0a | 0x0d)
+}
+
+fn is_name_start(c: u32) -> bool {
+    matches!(c, 0x41..=0x5a | 0x61..=0x7a | 0x5f | 0x3a) || c >= 0x80
+}
+
+fn is_name_char(c: u32) -> bool {
+    is_name_start(c) || matches!(c, 0x30..=0x39 | 0x2d | 0x2e)
+}
+
+/// XML 1.0 `Char`.
+fn is_xml_char(c: u32) -> bool {
+    matches!(c, 0x9 | 0xa | 0xd | 0x20..=0xd7ff | 0xe000..=0xfffd | 0x10000..=0x10ffff)
+}
+
+fn describe(c: u32) -> String {
+    match char::from_u32(c) {
+        Some(ch) if !ch.is_control() && !ch.is_whitespace() => {
+            format!("unexpected character '{ch}'")
+        }
+        _ => format!("unexpected character U+{c:04X}"),
+    }
+}
+
+/// The scanner for one document.
+#[derive(Debug)]
+pub struct XmlScanner {
+    limits: Limits,
+    state: State,
+    /// Absolute offset of the current chunk's first byte.
+    base: u64,
+    /// Offset of the first byte of the character being handled.
+    char_at: u64,
+    utf8_left: u8,
+    utf8_lo: u8,
+    utf8_hi: u8,
+    code_point: u32,
+    /// Something other than a BOM was seen.
+    started: bool,
+    /// The `<` being handled is the first character of the document.
+    lt_first: bool,
+    seen_root: bool,
+    seen_doctype: bool,
+    stack: Vec<Open>,
+    /// The name being read.
+    name_hash: u64,
+    name_len: u64,
+    /// How much of `xmlns` an attribute name matched (6: `xmlns:`; 0xff: no match).
+    xmlns: u8,
+    /// The first characters of a PI target, lowercased (to recognise `xml`).
+    pi_target: [u8; 3],
+    /// The current start tag's attribute and namespace counts and attribute names.
+    attributes: u64,
+    namespaces: u64,
+    attribute_names: HashSet<u64>,
+    attr_quote: u8,
+    value_len: u64,
+    comment_len: u64,
+    /// Characters of the current text run, whether it is more than whitespace, and the `]`
+    /// just seen (`]]>` is not allowed in character data).
+    text_len: u64,
+    text_nonblank: bool,
+    text_brackets: u8,
+    /// Declared entities (name hash → entity), the one being declared, total expansion.
+    entities: HashMap<u64, Entity>,
+    entity_name: u64,
+    entity_quote: u8,
+    entity_len: u64,
+    expanded: u64,
+    keyword: [u8; 8],
+    keyword_len: usize,
+    failed: Option<Violation>,
+}
+
+impl XmlScanner {
+    /// A scanner enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        XmlScanner {
+            limits,
+            state: State::Start,
+            base: 0,
+            char_at: 0,
+            utf8_left: 0,
+            utf8_lo: 0,
+            utf8_hi: 0,
+            code_point: 0,
+            started: false,
+            lt_first: false,
+            seen_root: false,
+            seen_doctype: false,
+            stack: Vec::new(),
+            name_hash: FNV_OFFSET,
+            name_len: 0,
+            xmlns: 0,
+            pi_target: [0; 3],
+            attributes: 0,
+            namespaces: 0,
+            attribute_names: HashSet::new(),
+            attr_quote: 0,
+            value_len: 0,
+            comment_len: 0,
+            text_len: 0,
+            text_nonblank: false,
+            text_brackets: 0,
+            entities: HashMap::new(),
+            entity_name: 0,
+            entity_quote: 0,
+            entity_len: 0,
+            expanded: 0,
+            keyword: [0; 8],
+            keyword_len: 0,
+            failed: None,
+        }
+    }
+
+    fn bad(&self, message: impl Into<String>) -> Violation {
+        Violation::malformed(self.char_at, message)
+    }
+
+    fn refuse(&self, message: impl Into<String>) -> Violation {
+        Violation::limit(self.char_at, message)
+    }
+
+    fn over(&self, limit: &str, max: u64) -> Violation {
+        Violation::limit(self.char_at, format!("{limit} ({max}) exceeded"))
+    }
+
+    fn check(&self, value: u64, max: Option<u64>, limit: &str) -> Result<(), Violation> {
+        match max {
+            Some(max) if value > max => Err(self.over(limit, max)),
+            _ => Ok(()),
+        }
+    }
+
+    fn name(&mut self, of: NameOf) {
+        self.name_hash = FNV_OFFSET;
+        self.name_len = 0;
+        self.state = State::Name(of);
+    }
+
+    /// A child node of the innermost element starts.
+    fn child(&mut self) -> Result<(), Violation> {
+        let max = self.limits.max_children;
+        if let Some(open) = self.stack.last_mut() {
+            open.children += 1;
+            if let Some(max) = max {
+                if open.children > max {
+                    return Err(self.over("maxChildCount", max));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Markup other than CDATA starts: the text run before it ends.
+    fn end_text(&mut self) -> Result<(), Violation> {
+        let was_child = self.text_nonblank;
+        self.text_nonblank = false;
+        self.text_len = 0;
+        self.text_brackets = 0;
+        if was_child {
+            self.child()?;
+        }
+        Ok(())
+    }
+
+    fn add_text(&mut self, n: u64, blank: bool) -> Result<(), Violation> {
+        self.text_len += n;
+        if !blank {
+            self.text_nonblank = true;
+        }
+        self.check(self.text_len, self.limits.max_text, "maxTextLength")
+    }
+
+    fn add_attr(&mut self, n: u64) -> Result<(), Violation> {
+        self.value_len += n;
+        self.check(
+            self.value_len,
+            self.limits.max_attribute_length,
+            "maxAttributeLength",
+        )
+    }
+
+    fn add_entity(&mut self, n: u64) -> Result<(), Violation> {
+        self.entity_len = self.entity_len.saturating_add(n);
+        let max = self.limits.max_entity_expansion;
+        if self.entity_len > max {
+            return Err(self.over("maxEntityExpansion", max));
+        }
+        Ok(())
+    }
+
+    /// A reference that expands to `n` characters ends; back to where it appeared.
+    fn referenced(&mut self, within: RefIn, n: u64, blank: bool) -> Result<(), Violation> {
+        match within {
+            RefIn::Text => {
+                self.state = State::Content;
+                self.add_text(n, blank)
+            }
+            RefIn::Attribute => {
+                self.state = State::AttrValue;
+                self.add_attr(n)
+            }
+            RefIn::EntityValue => {
+                self.state = State::EntityValue;
+                self.add_entity(n)
+            }
+        }
+    }
+
+    /// `&name;` completed.
+    fn entity_reference(&mut self, within: RefIn) -> Result<(), Violation> {
+        let predefined = [&b"lt"[..], b"gt", b"amp", b"apos", b"quot"]
+            .iter()
+            .any(|p| self.name_len == p.len() as u64 && self.name_hash == hash_ascii(p));
+        if predefined {
+            return self.referenced(within, 1, false);
+        }
+        let Some(entity) = self.entities.get(&self.name_hash).copied() else {
+            return Err(self.bad("reference to an undeclared entity"));
+        };
+        if entity.external {
+            return Err(self.refuse("reference to an external entity (never resolved)"));
+        }
+        if within != RefIn::EntityValue {
+            self.expanded = self.expanded.saturating_add(entity.len);
+            let max = self.limits.max_entity_expansion;
+            if self.expanded > max {
+                return Err(self.over("maxEntityExpansion", max));
+            }
+        }
+        self.referenced(within, entity.len, false)
+    }
+
+    /// The state after a comment or PI closes.
+    fn after_markup(&mut self, in_dtd: bool) {
+        self.state = if in_dtd {
+            State::Subset
+        } else if !self.seen_root {
+            State::Misc
+        } else if self.stack.is_empty() {
+            State::Done
+        } else {
+            State::Content
+        };
+    }
+
+    fn after_element(&mut self) {
+        self.state = if self.stack.is_empty() {
+            State::Done
+        } else {
+            State::Content
+        };
+    }
+
+    /// A name ended at `c` (not a name character).
+    fn name_end(&mut self, of: NameOf, c: u32) -> Result<(), Violation> {
+        if self.name_len == 0 {
+            return Err(self.bad(describe(c)));
+        }
+        let hash = self.name_hash;
+        match of {
+            NameOf::Element => {
+                self.stack.push(Open {
+                    name: hash,
+                    children: 0,
+                });
+                self.state = State::Tag { space: false };
+            }
+            NameOf::EndTag => {
+                if self.stack.pop().map(|o| o.name) != Some(hash) {
+                    return Err(self.bad("end tag does not match the open element"));
+                }
+                self.state = State::EndTag;
+            }
+            NameOf::Attribute => {
+                if !self.attribute_names.insert(hash) {
+                    return Err(self.bad("duplicate attribute"));
+                }
+                if (self.xmlns == 5 && self.name_len == 5) || self.xmlns == 6 {
+                    self.namespaces += 1;
+                    self.check(
+                        self.namespaces,
+                        self.limits.max_namespaces,
+                        "maxNamespaceCountPerElement",
+                    )?;
+                } else {
+                    self.attributes += 1;
+                    self.check(
+                        self.attributes,
+                        self.limits.max_attributes,
+                        "maxAttributeCountPerElement",
+                    )?;
+                }
+                self.state = State::Eq;
+            }
+            NameOf::PiTarget { in_dtd } => {
+                if self.name_len == 3 && &self.pi_target == b"xml" && (in_dtd || !self.lt_first) {
+                    return Err(self.bad("XML declaration not at the start of the document"));
+                }
+                self.state = State::PiAfterTarget { in_dtd };
+            }
+            NameOf::Entity => {
+                self.entity_name = hash;
+                self.state = State::EntityDef {
+                    quote: 0,
+                    external: false,
+                };
+            }
+            NameOf::DoctypeRoot => self.state = State::DoctypeTail { quote: 0 },
+            NameOf::Ref(within) => {
+                if c != u32::from(b';') {
+                    return Err(self.bad("invalid reference"));
+                }
+                return self.entity_reference(within);
+            }
+        }
+        // The character that ended the name belongs to what follows.
+        self.on_char(c)
+    }
+
+    fn name_char(&mut self, of: NameOf, c: u32) -> Result<(), Violation> {
+        let valid = if self.name_len == 0 {
+            is_name_start(c)
+        } else {
+            is_name_char(c)
+        };
+        if !valid {
+            return self.name_end(of, c);
+        }
+        if of == NameOf::Attribute {
+            let n = self.name_len as usize;
+            self.xmlns = match (self.xmlns, b"xmlns:".get(n)) {
+                (m, Some(&want)) if m as usize == n && c == u32::from(want) => m + 1,
+                (6, _) => 6,
+                _ => 0xff,
+            };
+        }
+        if let NameOf::PiTarget { .. } = of {
+            if let Some(slot) = self.pi_target.get_mut(self.name_len as usize) {
+                *slot = char::from_u32(c).map_or(0, |ch| ch.to_ascii_lowercase() as u8);
+            }
+        }
+        self.name_hash = fnv(self.name_hash, c);
+        self.name_len += 1;
+        self.check(self.name_len, self.limits.max_name, "maxNameLength")
+    }
+
+    fn declare(&mut self, entity: Entity) {
+        // The first declaration of a name binds (XML 1.0 §4.2).
+        self.entities.entry(self.entity_name).or_insert(entity);
+    }
+
+    fn keyword_done(&mut self, after: After) -> Result<(), Violation> {
+        match after {
+            After::Comment => {
+                if !self.stack.is_empty() {
+                    self.end_text()?;
+                    self.child()?;
+                }
+                self.comment_len = 0;
+                self.state = State::Comment {
+                    dashes: 0,
+                    in_dtd: false,
+                };
+            }
+            After::DtdComment => {
+                self.comment_len = 0;
+                self.state = State::Comment {
+                    dashes: 0,
+                    in_dtd: true,
+                };
+            }
+            After::CData => self.state = State::CData { brackets: 0 },
+            After::Doctype => {
+                if !self.limits.allow_dtd {
+                    return Err(self.refuse("DOCTYPE not allowed (allowDtd is false)"));
+                }
+                self.seen_doctype = true;
+                self.state = State::DoctypeSpace { seen_ws: false };
+            }
+        }
+        Ok(())
+    }
+
+    fn on_char(&mut self, c: u32) -> Result<(), Violation> {
+        match self.state {
+            State::Start => {
+                self.state = State::Misc;
+                self.on_char(c)?;
+            }
+            State::Misc | State::Done => {
+                if c == u32::from(b'<') {
+                    self.lt_first = !self.started;
+                    self.state = State::Lt;
+                } else if !is_ws(c) {
+                    return Err(self.bad(if self.state == State::Done {
+                        "content after the root element"
+                    } else {
+                        "text before the root element"
+                    }));
+                }
+            }
+            State::Content => match c {
+                0x3c => self.state = State::Lt,
+                0x26 => {
+                    self.text_brackets = 0;
+                    self.state = State::Ref(RefIn::Text);
+                }
+                _ => {
+                    if c == 0x3e && self.text_brackets >= 2 {
+                        return Err(self.bad("']]>' in character data"));
+                    }
+                    self.text_brackets = if c == 0x5d {
+                        (self.text_brackets + 1).min(2)
+                    } else {
+                        0
+                    };
+                    self.add_text(1, is_ws(c))?;
+                }
+            },
+            State::Lt => match c {
+                0x21 => self.state = State::Bang,
+                0x3f => {
+                    if !self.stack.is_empty() {
+                        self.end_text()?;
+                        self.child()?;
+                    }
+                    self.pi_target = [0; 3];
+                    self.name(NameOf::PiTarget { in_dtd: false });
+                }
+                0x2f => {
+                    if self.stack.is_empty() {
+                        return Err(self.bad("end tag without a start tag"));
+                    }
+                    self.end_text()?;
+                    self.name(NameOf::EndTag);
+                }
+                _ => {
+                    if self.stack.is_empty() && self.seen_root {
+                        return Err(self.bad("a second root element"));
+                    }
+                    if !self.stack.is_empty() {
+                        self.end_text()?;
+                        self.child()?;
+                    }
+                    let depth = self.stack.len() as u64 + 1;
+                    self.check(depth, self.limits.max_depth, "maxNodeDepth")?;
+                    self.seen_root = true;
+                    self.attributes = 0;
+                    self.namespaces = 0;
+                    self.attribute_names.clear();
+                    self.name(NameOf::Element);
+                    self.name_char(NameOf::Element, c)?;
+                    if self.name_len == 0 {
+                        return Err(self.bad(describe(c)));
+                    }
+                }
+            },
+            State::Bang => match c {
+                0x2d => self.state = State::Keyword(b"-", 0, After::Comment),
+                0x5b if !self.stack.is_empty() => {
+                    self.state = State::Keyword(b"CDATA[", 0, After::CData)
+                }
+                0x44 if !self.seen_root && !self.seen_doctype => {
+                    self.state = State::Keyword(b"OCTYPE", 0, After::Doctype)
+                }
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::Keyword(word, at, after) => {
+                if word.get(usize::from(at)).map(|&b| u32::from(b)) != Some(c) {
+                    return Err(self.bad(describe(c)));
+                }
+                if usize::from(at) + 1 == word.len() {
+                    self.keyword_done(after)?;
+                } else {
+                    self.state = State::Keyword(word, at + 1, after);
+                }
+            }
+            State::Name(of) => self.name_char(of, c)?,
+            State::Tag { space } => match c {
+                0x3e => self.state = State::Content,
+                0x2f => self.state = State::EmptyTag,
+                _ if is_ws(c) => self.state = State::Tag { space: true },
+                _ if space => {
+                    self.xmlns = 0;
+                    self.name(NameOf::Attribute);
+                    self.name_char(NameOf::Attribute, c)?;
+                    if self.name_len == 0 {
+                        return Err(self.bad(describe(c)));
+                    }
+                }
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::EmptyTag => {
+                if c != 0x3e {
+                    return Err(self.bad(describe(c)));
+                }
+                self.stack.pop();
+                self.after_element();
+            }
+            State::Eq => match c {
+                0x3d => self.state = State::Quote,
+                _ if is_ws(c) => {}
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::Quote => match c {
+                0x22 | 0x27 => {
+                    self.value_len = 0;
+                    self.attr_quote = c as u8;
+                    self.state = State::AttrValue;
+                }
+                _ if is_ws(c) => {}
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::AttrValue => match c {
+                _ if c == u32::from(self.attr_quote) => self.state = State::Tag { space: false },
+                0x3c => return Err(self.bad("'<' in an attribute value")),
+                0x26 => self.state = State::Ref(RefIn::Attribute),
+                _ => self.add_attr(1)?,
+            },
+            State::EndTag => match c {
+                0x3e => self.after_element(),
+                _ if is_ws(c) => {}
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::Comment { dashes, in_dtd } => {
+                if dashes >= 2 {
+                    if c != 0x3e {
+                        return Err(self.bad("'--' inside a comment"));
+                    }
+                    self.after_markup(in_dtd);
+                } else if c == 0x2d {
+                    self.state = State::Comment {
+                        dashes: dashes + 1,
+                        in_dtd,
+                    };
+                } else {
+                    self.comment_len += u64::from(dashes) + 1;
+                    self.check(
+                        self.comment_len,
+                        self.limits.max_comment,
+                        "maxCommentLength",
+                    )?;
+                    self.state = State::Comment { dashes: 0, in_dtd };
+                }
+            }
+            State::PiAfterTarget { in_dtd } => match c {
+                0x3f => self.state = State::PiData { q: true, in_dtd },
+                _ if is_ws(c) => self.state = State::PiData { q: false, in_dtd },
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::PiData { q, in_dtd } => {
+                if q && c == 0x3e {
+                    self.after_markup(in_dtd);
+                } else {
+                    self.state = State::PiData {
+                        q: c == 0x3f,
+                        in_dtd,
+                    };
+                }
+            }
+            State::CData { brackets } => {
+                if c == 0x5d {
+                    if brackets == 2 {
+                        // `]]]`: the first bracket was text.
+                        self.add_text(1, false)?;
+                    } else {
+                        self.state = State::CData {
+                            brackets: brackets + 1,
+                        };
+                    }
+                } else if c == 0x3e && brackets == 2 {
+                    // The text run goes on after the section.
+                    self.state = State::Content;
+                } else {
+                    self.add_text(u64::from(brackets) + 1, brackets == 0 && is_ws(c))?;
+                    self.state = State::CData { brackets: 0 };
+                }
+            }
+            State::Ref(within) => {
+                if c == 0x23 {
+                    self.state = State::CharRef {
+                        within,
+                        hex: false,
+                        value: 0,
+                        digits: 0,
+                    };
+                } else {
+                    self.name(NameOf::Ref(within));
+                    self.name_char(NameOf::Ref(within), c)?;
+                    if self.name_len == 0 {
+                        return Err(self.bad("invalid reference"));
+                    }
+                }
+            }
+            State::CharRef {
+                within,
+                hex,
+                value,
+                digits,
+            } => {
+                if c == 0x78 && digits == 0 && !hex {
+                    self.state = State::CharRef {
+                        within,
+                        hex: true,
+                        value,
+                        digits,
+                    };
+                } else if c == 0x3b {
+                    if digits == 0 || !is_xml_char(value) {
+                        return Err(self.bad("invalid character reference"));
+                    }
+                    self.referenced(within, 1, is_ws(value))?;
+                } else {
+                    let digit = match (c, hex) {
+                        (0x30..=0x39, _) => c - 0x30,
+                        (0x61..=0x66, true) => c - 0x61 + 10,
+                        (0x41..=0x46, true) => c - 0x41 + 10,
+                        _ => return Err(self.bad("invalid character reference")),
+                    };
+                    let value = value
+                        .saturating_mul(if hex { 16 } else { 10 })
+                        .saturating_add(digit)
+                        .min(0x11_0000);
+                    self.state = State::CharRef {
+                        within,
+                        hex,
+                        value,
+                        digits: digits + 1,
+                    };
+                }
+            }
+            State::DoctypeSpace { seen_ws } => {
+                if is_ws(c) {
+                    self.state = State::DoctypeSpace { seen_ws: true };
+                } else if !seen_ws {
+                    return Err(self.bad(describe(c)));
+                } else {
+                    self.name(NameOf::DoctypeRoot);
+                    self.name_char(NameOf::DoctypeRoot, c)?;
+                    if self.name_len == 0 {
+                        return Err(self.bad(describe(c)));
+                    }
+                }
+            }
+            State::DoctypeTail { quote } => {
+                if quote != 0 {
+                    if c == u32::from(quote) {
+                        self.state = State::DoctypeTail { quote: 0 };
+                    }
+                } else {
+                    match c {
+                        0x22 | 0x27 => self.state = State::DoctypeTail { quote: c as u8 },
+                        0x5b => self.state = State::Subset,
+                        0x3e => self.state = State::Misc,
+                        0x3c => return Err(self.bad(describe(c))),
+                        _ => {}
+                    }
+                }
+            }
+            State::Subset => match c {
+                0x3c => self.state = State::SubsetLt,
+                0x5d => self.state = State::SubsetEnd,
+                0x25 => return Err(self.refuse("parameter entities are not supported")),
+                _ if is_ws(c) => {}
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::SubsetEnd => match c {
+                0x3e => self.state = State::Misc,
+                _ if is_ws(c) => {}
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::SubsetLt => match c {
+                0x21 => self.state = State::SubsetBang,
+                0x3f => {
+                    self.pi_target = [0; 3];
+                    self.name(NameOf::PiTarget { in_dtd: true });
+                }
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::SubsetBang => match c {
+                0x2d => self.state = State::Keyword(b"-", 0, After::DtdComment),
+                0x41..=0x5a => {
+                    self.keyword[0] = c as u8;
+                    self.keyword_len = 1;
+                    self.state = State::DeclKeyword;
+                }
+                _ => return Err(self.bad(describe(c))),
+            },
+            State::DeclKeyword => {
+                if (0x41..=0x5a).contains(&c) && self.keyword_len < self.keyword.len() {
+                    if let Some(slot) = self.keyword.get_mut(self.keyword_len) {
+                        *slot = c as u8;
+                    }
+                    self.keyword_len += 1;
+                } else if is_ws(c) {
+                    self.state = match self.keyword.get(..self.keyword_len) {
+                        Some(b"ENTITY") => State::EntitySpace,
+                        Some(b"ELEMENT" | b"ATTLIST" | b"NOTATION") => State::DeclSkip { quote: 0 },
+                        _ => return Err(self.bad("unknown markup declaration")),
+                    };
+                } else {
+                    return Err(self.bad(describe(c)));
+                }
+            }
+            State::EntitySpace => match c {
+                0x25 => return Err(self.refuse("parameter entities are not supported")),
+                _ if is_ws(c) => {}
+                _ => {
+                    self.name(NameOf::Entity);
+                    self.name_char(NameOf::Entity, c)?;
+                    if self.name_len == 0 {
+                        return Err(self.bad(describe(c)));
+                    }
+                }
+            },
+            State::EntityDef { quote, external } => {
+                if quote != 0 {
+                    if c == u32::from(quote) {
+                        self.state = State::EntityDef { quote: 0, external };
+                    }
+                } else {
+                    match c {
+                        0x22 | 0x27 if !external => {
+                            self.entity_len = 0;
+                            self.entity_quote = c as u8;
+                            self.state = State::EntityValue;
+                        }
+                        0x22 | 0x27 => {
+                            self.state = State::EntityDef {
+                                quote: c as u8,
+                                external,
+                            }
+                        }
+                        0x3e if external => {
+                            self.declare(Entity {
+                                len: 0,
+                                external: true,
+                            });
+                            self.state = State::Subset;
+                        }
+                        // SYSTEM or PUBLIC: an external entity; its identifiers are skipped.
+                        0x53 | 0x50 if !external => {
+                            self.state = State::EntityDef {
+                                quote: 0,
+                                external: true,
+                            }
+                        }
+                        _ if is_ws(c) || external => {}
+                        _ => return Err(self.bad(describe(c))),
+                    }
+                }
+            }
+            State::EntityValue => match c {
+                _ if c == u32::from(self.entity_quote) => {
+                    self.declare(Entity {
+                        len: self.entity_len,
+                        external: false,
+                    });
+                    self.state = State::DeclSkip { quote: 0 };
+                }
+                0x26 => self.state = State::Ref(RefIn::EntityValue),
+                0x25 => return Err(self.refuse("parameter entities are not supported")),
+                0x3c => return Err(self.refuse("markup in entity values is not supported")),
+                _ => self.add_entity(1)?,
+            },
+            State::DeclSkip { quote } => {
+                if quote != 0 {
+                    if c == u32::from(quote) {
+                        self.state = State::DeclSkip { quote: 0 };
+                    }
+                } else {
+                    match c {
+                        0x22 | 0x27 => self.state = State::DeclSkip { quote: c as u8 },
+                        0x3e => self.state = State::Subset,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, chunk: &[u8]) -> Result<(), Violation> {
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
+            let at = self.base + i as u64;
+            i += 1;
+            if self.utf8_left > 0 {
+                if b < self.utf8_lo || b > self.utf8_hi {
+                    return Err(Violation::malformed(at, "invalid UTF-8"));
+                }
+                self.code_point = (self.code_point << 6) | u32::from(b & 0x3f);
+                self.utf8_left -= 1;
+                (self.utf8_lo, self.utf8_hi) = (0x80, 0xbf);
+                if self.utf8_left > 0 {
+                    continue;
+                }
+            } else {
+                self.char_at = at;
+                // Fast path: a run of plain ASCII character data.
+                if self.state == State::Content
+                    && b >= 0x20
+                    && !matches!(b, b'<' | b'&' | b']' | b'>')
+                    && b < 0x80
+                {
+                    let start = i - 1;
+                    let run = chunk[start..]
+                        .iter()
+                        .position(|&c| {
+                            !(0x20..0x80).contains(&c) || matches!(c, b'<' | b'&' | b']' | b'>')
+                        })
+                        .unwrap_or(chunk.len() - start);
+                    let text = &chunk[start..start + run];
+                    let blank = text.iter().all(|&c| c == b' ');
+                    self.text_brackets = 0;
+                    if let Err(mut v) = self.add_text(run as u64, blank) {
+                        let before = self.text_len - run as u64;
+                        let max = self.limits.max_text.unwrap_or(0);
+                        v.offset = at + max.saturating_sub(before);
+                        return Err(v);
+                    }
+                    i = start + run;
+                    continue;
+                }
+                let (n, lo, hi) = match b {
+                    0x00..=0x7f => (0, 0, 0),
+                    0xc2..=0xdf => (1, 0x80, 0xbf),
+                    0xe0 => (2, 0xa0, 0xbf),
+                    0xe1..=0xec | 0xee..=0xef => (2, 0x80, 0xbf),
+                    0xed => (2, 0x80, 0x9f),
+                    0xf0 => (3, 0x90, 0xbf),
+                    0xf1..=0xf3 => (3, 0x80, 0xbf),
+                    0xf4 => (3, 0x80, 0x8f),
+                    _ => return Err(Violation::malformed(at, "invalid UTF-8")),
+                };
+                if n > 0 {
+                    self.utf8_left = n;
+                    (self.utf8_lo, self.utf8_hi) = (lo, hi);
+                    self.code_point = u32::from(b & (0x7f >> (n + 1)));
+                    continue;
+                }
+                self.code_point = u32::from(b);
+            }
+            let c = self.code_point;
+            if !is_xml_char(c) {
+                return Err(self.bad(format!("invalid XML character U+{c:04X}")));
+            }
+            if c == 0xfeff && self.state == State::Start {
+                // A byte-order mark before the document.
+                self.state = State::Misc;
+                continue;
+            }
+            self.on_char(c)?;
+            self.started = true;
+        }
+        Ok(())
+    }
+}
+
+impl BodyScanner for XmlScanner {
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), Violation> {
+        if let Some(v) = &self.failed {
+            return Err(v.clone());
+        }
+        let result = self.step(chunk);
+        self.base += chunk.len() as u64;
+        if let Err(v) = &result {
+            self.failed = Some(v.clone());
+        }
+        result
+    }
+
+    fn finish(&mut self) -> Result<(), Violation> {
+        if let Some(v) = &self.failed {
+            return Err(v.clone());
+        }
+        let at = self.base;
+        if self.state == State::Done && self.utf8_left == 0 {
+            Ok(())
+        } else if !self.seen_root {
+            Err(Violation::malformed(at, "no root element"))
+        } else {
+            Err(Violation::malformed(at, "unexpected end of document"))
+        }
+    }
+}
+
+/// Scans a whole document (tests, benchmarks).
+pub fn scan(limits: Limits, doc: &[u8]) -> Result<(), Violation> {
+    let mut s = XmlScanner::new(limits);
+    s.feed(doc)?;
+    s.finish()
+}
+
+#[cfg(test)]
+#[path = "scanner_tests.rs"]
+mod tests;

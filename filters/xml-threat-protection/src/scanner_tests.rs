@@ -1,0 +1,375 @@
+use super::*;
+use palisade_kit::body::ViolationKind;
+
+fn unlimited() -> Limits {
+    Limits::default()
+}
+
+fn dtd() -> Limits {
+    Limits {
+        allow_dtd: true,
+        ..Limits::default()
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn chunked(limits: Limits, doc: &[u8], step: usize) -> Result<(), Violation> {
+    let mut s = XmlScanner::new(limits);
+    for c in doc.chunks(step.max(1)) {
+        s.feed(c)?;
+    }
+    s.finish()
+}
+
+fn random_chunks(limits: Limits, doc: &[u8], rng: &mut Rng) -> Result<(), Violation> {
+    let mut s = XmlScanner::new(limits);
+    let mut rest = doc;
+    while !rest.is_empty() {
+        let n = 1 + rng.below(rest.len().min(40));
+        let (c, tail) = rest.split_at(n);
+        s.feed(c)?;
+        rest = tail;
+    }
+    s.finish()
+}
+
+/// Whole, 1-byte, 7-byte and random chunking must agree exactly.
+fn verdict(limits: Limits, doc: &[u8]) -> Result<(), Violation> {
+    let whole = scan(limits, doc);
+    assert_eq!(
+        chunked(limits, doc, 1),
+        whole,
+        "1-byte chunks of {:?}",
+        String::from_utf8_lossy(doc)
+    );
+    assert_eq!(chunked(limits, doc, 7), whole, "7-byte chunks");
+    let mut rng = Rng(doc.len() as u64 * 31 + 7);
+    assert_eq!(random_chunks(limits, doc, &mut rng), whole, "random chunks");
+    whole
+}
+
+#[track_caller]
+fn ok_with(limits: Limits, doc: &str) {
+    assert_eq!(verdict(limits, doc.as_bytes()), Ok(()), "{doc}");
+}
+
+#[track_caller]
+fn ok(doc: &str) {
+    ok_with(unlimited(), doc);
+}
+
+#[track_caller]
+fn malformed(doc: &str) -> Violation {
+    let v = verdict(unlimited(), doc.as_bytes()).expect_err(doc);
+    assert_eq!(v.kind, ViolationKind::Malformed, "{doc}: {v}");
+    v
+}
+
+#[track_caller]
+fn refused(limits: Limits, doc: &str) -> Violation {
+    let v = verdict(limits, doc.as_bytes()).expect_err(doc);
+    assert_eq!(v.kind, ViolationKind::Limit, "{doc}: {v}");
+    v
+}
+
+#[test]
+fn accepts_well_formed_documents() {
+    for doc in [
+        "<a/>",
+        "<a></a>",
+        "\u{feff}<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- c --><a x='1' y=\"2\">t&amp;&lt;&gt;&quot;&apos;&#65;&#x1F600;<b/><![CDATA[<not markup> ]] ]]><?pi data?></a>\n<!-- after --><?after?>\n",
+        "<p:a xmlns:p=\"urn:x\" xmlns=\"urn:y\" p:b=\"1\"><p:c>é😀</p:c></p:a>",
+        "<a\n  x = \"1\"\n>text</a >",
+        "<a>]]</a>",
+        "<a>]></a>",
+        "<_a-b.c:d/>",
+        "<a><![CDATA[]]]]><![CDATA[>]]></a>",
+    ] {
+        ok(doc);
+    }
+}
+
+#[test]
+fn rejects_malformed_documents_with_offsets() {
+    let cases: &[(&str, u64, &str)] = &[
+        ("", 0, "no root element"),
+        ("  ", 2, "no root element"),
+        ("text", 0, "text before the root element"),
+        ("<a>", 3, "unexpected end of document"),
+        ("<a></b>", 6, "end tag does not match the open element"),
+        ("<a><b></a></b>", 9, "end tag does not match"),
+        ("<a/><b/>", 5, "a second root element"),
+        ("<a/>x", 4, "content after the root element"),
+        ("<a x=1/>", 5, "unexpected character '1'"),
+        ("<a x='1' x='2'/>", 10, "duplicate attribute"),
+        ("<a x='1'y='2'/>", 8, "unexpected character 'y'"),
+        ("<a x='<'/>", 6, "'<' in an attribute value"),
+        ("<a>&nbsp;</a>", 8, "reference to an undeclared entity"),
+        ("<a>&amp</a>", 7, "invalid reference"),
+        ("<a>&#0;</a>", 6, "invalid character reference"),
+        ("<a>&#xZ;</a>", 6, "invalid character reference"),
+        ("<a><!-- a -- b --></a>", 12, "'--' inside a comment"),
+        ("<a>]]></a>", 5, "']]>' in character data"),
+        ("<a>\u{1}</a>", 3, "invalid XML character U+0001"),
+        (
+            "<a/><?xml version='1.0'?>",
+            9,
+            "XML declaration not at the start",
+        ),
+        (
+            " <?xml version='1.0'?><a/>",
+            6,
+            "XML declaration not at the start",
+        ),
+        ("<![CDATA[x]]><a/>", 2, "unexpected character '['"),
+        ("<1a/>", 1, "unexpected character '1'"),
+        ("</a>", 1, "end tag without a start tag"),
+        ("<a><b></a>", 9, "end tag does not match"),
+        ("<a", 2, "unexpected end of document"),
+        ("<a>text", 7, "unexpected end of document"),
+    ];
+    for (doc, offset, message) in cases {
+        let v = malformed(doc);
+        assert_eq!(v.offset, *offset, "{doc}: {v}");
+        assert!(v.message.contains(message), "{doc}: {v}");
+    }
+    for (doc, at) in [
+        (&b"<a>\xff</a>"[..], 3),
+        (b"<a>\xc3</a>", 4),
+        (b"<a>\xed\xa0\x80</a>", 4),
+        (b"<a>\xef\xbf\xbe</a>", 3),
+    ] {
+        let v = verdict(unlimited(), doc).unwrap_err();
+        assert_eq!(
+            (v.kind, v.offset),
+            (ViolationKind::Malformed, at),
+            "{doc:?}: {v}"
+        );
+    }
+}
+
+#[test]
+fn each_limit_at_and_over() {
+    let l = |f: fn(&mut Limits)| {
+        let mut limits = unlimited();
+        f(&mut limits);
+        limits
+    };
+    let depth = l(|l| l.max_depth = Some(2));
+    ok_with(depth, "<a><b/><b></b></a>");
+    assert_eq!(
+        refused(depth, "<a><b><c/></b></a>").message,
+        "maxNodeDepth (2) exceeded"
+    );
+    assert_eq!(refused(depth, "<a><b><c/></b></a>").offset, 7);
+
+    let attrs = l(|l| l.max_attributes = Some(2));
+    ok_with(attrs, "<a x='1' y='2' xmlns='u' xmlns:p='v'/>");
+    assert_eq!(refused(attrs, "<a x='1' y='2' z='3'/>").offset, 16);
+
+    let ns = l(|l| l.max_namespaces = Some(1));
+    ok_with(ns, "<a xmlns='u' xmlnsx='1' x='2'><b xmlns:p='v'/></a>");
+    let v = refused(ns, "<a xmlns='u' xmlns:p='v'/>");
+    assert_eq!(
+        (v.offset, v.message.as_str()),
+        (20, "maxNamespaceCountPerElement (1) exceeded")
+    );
+
+    let children = l(|l| l.max_children = Some(3));
+    ok_with(children, "<a>\n  <b/>\n  <c/>\n  <!--x-->\n</a>");
+    ok_with(children, "<a>t<b/>u<![CDATA[v]]>w</a>");
+    assert_eq!(refused(children, "<a><b/><c/><d/><e/></a>").offset, 16);
+    assert_eq!(refused(children, "<a>t<b/>u<c/>v</a>").offset, 10);
+    assert_eq!(refused(children, "<a><b/><?p?><!--c--><e/></a>").offset, 21);
+
+    let text = l(|l| l.max_text = Some(4));
+    ok_with(text, "<a>abcd<b>&amp;&#65;é😀</b>ab<![CDATA[cd]]></a>");
+    assert_eq!(refused(text, "<a>abcde</a>").offset, 7);
+    assert_eq!(refused(text, "<a>ab<![CDATA[cde]]></a>").offset, 16);
+    assert_eq!(refused(text, "<a>abcd&amp;</a>").offset, 11);
+
+    let attr_len = l(|l| l.max_attribute_length = Some(3));
+    ok_with(attr_len, "<a x='abc' y=\"&amp;bc\"/>");
+    assert_eq!(refused(attr_len, "<a x='abcd'/>").offset, 9);
+
+    let comment = l(|l| l.max_comment = Some(3));
+    ok_with(comment, "<!--abc--><a><!--a-c--></a>");
+    assert_eq!(refused(comment, "<a><!--abcd--></a>").offset, 10);
+
+    let name = l(|l| l.max_name = Some(3));
+    ok_with(name, "<abc def='1'><?pqr?></abc>");
+    assert_eq!(refused(name, "<abcd/>").offset, 4);
+    assert_eq!(refused(name, "<a defg='1'/>").offset, 6);
+}
+
+#[test]
+fn any_doctype_is_refused_by_default() {
+    for doc in [
+        "<!DOCTYPE a><a/>",
+        "<?xml version='1.0'?><!DOCTYPE a SYSTEM \"http://evil/x.dtd\"><a/>",
+        "<!DOCTYPE foo [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]><foo>&xxe;</foo>",
+    ] {
+        let v = refused(unlimited(), doc);
+        assert_eq!(
+            v.message, "DOCTYPE not allowed (allowDtd is false)",
+            "{doc}"
+        );
+    }
+}
+
+#[test]
+fn xxe_is_never_resolved_even_with_a_dtd() {
+    let xxe = "<!DOCTYPE foo [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]><foo>&xxe;</foo>";
+    let v = refused(dtd(), xxe);
+    assert!(v.message.contains("external entity"), "{v}");
+    let public = "<!DOCTYPE foo [<!ENTITY e PUBLIC \"-//x\" \"http://evil/\">]><foo a='&e;'/>";
+    assert!(refused(dtd(), public).message.contains("external entity"));
+    // Declared but unused external entities, an external DTD subset: never fetched, harmless.
+    ok_with(
+        dtd(),
+        "<!DOCTYPE foo SYSTEM \"http://evil/x.dtd\" [<!ENTITY e SYSTEM 'x'>]><foo/>",
+    );
+    let pe = "<!DOCTYPE foo [<!ENTITY % p SYSTEM \"http://evil/\"> %p;]><foo/>";
+    assert!(refused(dtd(), pe).message.contains("parameter entities"));
+}
+
+fn billion_laughs(levels: usize) -> String {
+    let mut doc =
+        String::from("<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n <!ENTITY lol \"lol\">\n");
+    for i in 1..=levels {
+        let prev = if i == 1 {
+            "lol".to_string()
+        } else {
+            format!("lol{}", i - 1)
+        };
+        doc.push_str(&format!(
+            " <!ENTITY lol{i} \"{}\">\n",
+            format!("&{prev};").repeat(10)
+        ));
+    }
+    doc.push_str(&format!("]>\n<lolz>&lol{levels};</lolz>"));
+    doc
+}
+
+#[test]
+fn billion_laughs_is_bounded() {
+    let v = refused(dtd(), &billion_laughs(9));
+    assert_eq!(v.message, "maxEntityExpansion (65536) exceeded");
+    // 3 × 10^4 characters fit under the default bound.
+    ok_with(dtd(), &billion_laughs(3));
+    let tight = Limits {
+        max_entity_expansion: 1000,
+        ..dtd()
+    };
+    assert!(refused(tight, &billion_laughs(3))
+        .message
+        .contains("maxEntityExpansion"));
+}
+
+#[test]
+fn quadratic_blowup_is_bounded() {
+    let big = "x".repeat(50_000);
+    let refs = "&a;".repeat(1000);
+    let doc = format!("<!DOCTYPE r [<!ENTITY a \"{big}\">]><r>{refs}</r>");
+    let v = refused(dtd(), &doc);
+    assert_eq!(v.message, "maxEntityExpansion (65536) exceeded");
+    // The second reference crosses the total bound (detected at its `;`).
+    assert_eq!(v.offset as usize, doc.find("&a;&a;").unwrap() + 5);
+    // In attributes too.
+    let doc = format!("<!DOCTYPE r [<!ENTITY a \"{big}\">]><r x='&a;&a;'/>");
+    assert!(refused(dtd(), &doc).message.contains("maxEntityExpansion"));
+}
+
+#[test]
+fn declared_entities_expand_in_lengths() {
+    let limits = Limits {
+        max_text: Some(10),
+        ..dtd()
+    };
+    let doc = "<!DOCTYPE r [<!ELEMENT r ANY><!ATTLIST r x CDATA 'd>'><!-- c --><?pi x?><!ENTITY e \"12345&amp;\">]><r>&e;&e;</r>";
+    assert_eq!(refused(limits, doc).message, "maxTextLength (10) exceeded");
+    ok_with(dtd(), doc);
+    assert!(
+        refused(dtd(), "<!DOCTYPE r [<!ENTITY e \"<b/>\">]><r>&e;</r>")
+            .message
+            .contains("markup")
+    );
+    // Self-reference is impossible: an entity is only known after its declaration.
+    let v = verdict(dtd(), b"<!DOCTYPE r [<!ENTITY e \"&e;\">]><r>&e;</r>").unwrap_err();
+    assert_eq!(v.kind, ViolationKind::Malformed);
+    let v = verdict(dtd(), b"<!DOCTYPE r [<!BOGUS x>]><r/>").unwrap_err();
+    assert_eq!(v.message, "unknown markup declaration");
+}
+
+#[test]
+fn deep_nesting_is_bounded_without_recursion() {
+    let deep = "<a>".repeat(100_000);
+    let limited = Limits {
+        max_depth: Some(100),
+        ..unlimited()
+    };
+    // Detected at the name of the 101st element.
+    assert_eq!(refused(limited, &deep).offset, 301);
+    let v = scan(unlimited(), deep.as_bytes()).unwrap_err();
+    assert_eq!(v.message, "unexpected end of document");
+    let balanced = format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000));
+    assert_eq!(scan(unlimited(), balanced.as_bytes()), Ok(()));
+}
+
+/// Random mutations of valid and hostile documents: no panic, and chunking never changes the
+/// verdict.
+#[test]
+fn random_mutations_agree_with_chunking() {
+    let seeds = [
+        "<?xml version=\"1.0\"?><!-- c --><a x='1' xmlns:p='u'><p:b>t&amp;&#65;</p:b><![CDATA[x]]><?p d?></a>".to_string(),
+        billion_laughs(2),
+        "<!DOCTYPE f [<!ENTITY x SYSTEM 'file:///etc/passwd'><!ENTITY y 'yy'>]><f a='&y;'>&y;&x;</f>".to_string(),
+        "<a><b><c>é😀</c></b></a>".to_string(),
+    ];
+    let alphabet = b"<>/!?-[]&#;='\" abxCDATA\xc3\xa9\xed\x80\x00";
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for round in 0..20_000 {
+        let mut doc = seeds[rng.below(seeds.len())].clone().into_bytes();
+        for _ in 0..1 + rng.below(4) {
+            let pos = rng.below(doc.len() + 1);
+            match rng.below(4) {
+                0 if pos < doc.len() => doc[pos] = alphabet[rng.below(alphabet.len())],
+                1 if pos < doc.len() => {
+                    doc.remove(pos);
+                }
+                2 => doc.insert(pos, alphabet[rng.below(alphabet.len())]),
+                _ => doc.truncate(pos),
+            }
+        }
+        let limits = if round % 2 == 0 {
+            dtd()
+        } else {
+            Limits {
+                max_depth: Some(rng.below(4) as u64),
+                max_attributes: Some(rng.below(3) as u64),
+                max_namespaces: Some(rng.below(2) as u64),
+                max_children: Some(rng.below(4) as u64),
+                max_text: Some(rng.below(6) as u64),
+                max_attribute_length: Some(rng.below(4) as u64),
+                max_comment: Some(rng.below(4) as u64),
+                max_name: Some(1 + rng.below(3) as u64),
+                allow_dtd: rng.below(2) == 0,
+                max_entity_expansion: rng.below(100) as u64,
+            }
+        };
+        let _ = verdict(limits, &doc);
+    }
+}
