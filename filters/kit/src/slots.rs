@@ -86,18 +86,18 @@ impl SlotTable {
 
     /// Runs `f` on `key`'s current state (`None` for a key without live state) and writes the
     /// state it returns, atomically across workers. `live_until(state)` says until when (ms since
-    /// the epoch) a stored state still matters; a slot whose state is past it may be taken by
-    /// another key. `f` may run more than once and must have no side effects.
+    /// the epoch) a stored state still matters: at `now`, a slot whose state is past it may be
+    /// taken by another key. `f` may run more than once and must have no side effects.
     pub fn update<T>(
         &self,
         host: &impl Host,
         key: &str,
+        now: u64,
         live_until: impl Fn(&[u8]) -> u64,
         mut f: impl FnMut(Option<&[u8]>) -> Update<T>,
     ) -> Result<Slotted<T>, SharedError> {
         let stored = stored_key(key);
         let (candidates, len) = self.candidates(&stored);
-        let now = host.now_ms();
         for _ in 0..MAX_CAS_RETRIES {
             // Find the key's own slot; else the first free one (still looking for its own).
             let mut own = None;
@@ -196,7 +196,7 @@ mod tests {
     fn hit(table: &SlotTable, host: &impl Host, key: &str, ttl: u64) -> Slotted<u64> {
         let now = host.now_ms();
         table
-            .update(host, key, live, |state| {
+            .update(host, key, now, live, |state| {
                 let n = state
                     .filter(|s| live(s) > now)
                     .map_or(0, count)

@@ -149,7 +149,7 @@ impl RateLimiter {
         let algorithm = self.config.algorithm;
         let result = self
             .table
-            .update(host, &key, window::stored_live_until, |state| {
+            .update(host, &key, now, window::stored_live_until, |state| {
                 let stored = state.and_then(window::decode);
                 let (decision, windows) = window::decide(limits, algorithm, stored.as_deref(), now);
                 if decision.allowed {

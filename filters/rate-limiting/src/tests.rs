@@ -259,3 +259,21 @@ fn store_failures_block_by_default_or_pass_when_configured() {
         assert_eq!(envoy.counter("palisade.rate_limiting.store_error"), 1);
     }
 }
+
+#[test]
+fn readme_examples_compile() {
+    for json in [
+        r#"{"rateLimits": [{"maximumRequests": 100, "timePeriodInMilliseconds": 1000},
+                {"maximumRequests": 1000, "timePeriodInMilliseconds": 60000}],
+ "keySelector": "ip", "exposeHeaders": true, "algorithm": "fixedWindow", "maxKeys": 100000}"#,
+        r#"{"id": "orders", "keySelector": "ip", "exposeHeaders": true,
+ "rateLimits": [{"maximumRequests": 100, "timePeriodInMilliseconds": 1000},
+                {"maximumRequests": 1000, "timePeriodInMilliseconds": 60000}]}"#,
+        r#"{"tiers": {"gold":   [{"maximumRequests": 100, "timePeriodInMilliseconds": 1000}],
+           "silver": [{"maximumRequests": 10,  "timePeriodInMilliseconds": 1000},
+                      {"maximumRequests": 1000, "timePeriodInMilliseconds": 86400000}]},
+ "exposeHeaders": true}"#,
+    ] {
+        config::Config::compile(json.as_bytes()).unwrap();
+    }
+}

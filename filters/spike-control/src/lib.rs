@@ -254,7 +254,7 @@ impl SpikeControl {
         mut f: impl FnMut(&mut KeyLog) -> (bool, T),
     ) -> Result<Slotted<T>, SharedError> {
         self.table
-            .update(host, key, log::stored_live_until, |state| {
+            .update(host, key, now, log::stored_live_until, |state| {
                 let mut log = state.and_then(KeyLog::decode).unwrap_or_default();
                 log.prune(limit, now);
                 let (write, result) = f(&mut log);

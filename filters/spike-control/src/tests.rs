@@ -278,3 +278,16 @@ fn keys_tiers_and_bounded_state() {
     assert_eq!(call(None, "gold"), 401);
     assert_eq!(call(Some("c"), "bronze"), 403);
 }
+
+#[test]
+fn readme_examples_compile() {
+    for json in [
+        r#"{"maximumRequests": 2, "timePeriodInMilliseconds": 1000,
+ "delayTimeInMillis": 500, "delayAttempts": 1, "queuingLimit": 5, "exposeHeaders": false}"#,
+        r#"{"maximumRequests": 20, "timePeriodInMilliseconds": 1000,
+ "delayTimeInMillis": 250, "delayAttempts": 4, "queuingLimit": 50,
+ "keySelector": "ip", "exposeHeaders": true}"#,
+    ] {
+        config::Config::compile(json.as_bytes()).unwrap();
+    }
+}
