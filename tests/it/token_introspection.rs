@@ -111,6 +111,48 @@ fn active_revoked_and_unknown_tokens_with_cache_hits_counted_at_the_provider() {
 }
 
 #[test]
+fn concurrent_requests_with_one_new_token_wait_for_one_call_per_worker() {
+    // The provider takes 400 ms to introspect: every request arrives while the first call of
+    // its worker is in flight.
+    let op = Provider::start_slow_introspection(400);
+    let upstream = Upstream::start();
+    let gw = gateway(&upstream, op.0.port(), json!({"exposeHeaders": true}));
+    let token = op.token(ORDERS, "orders:read", None);
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let (gw, token) = (&gw, &token);
+            s.spawn(move || {
+                let req = bearer(token);
+                let resp = if i % 2 == 0 {
+                    gw.send(&req)
+                } else {
+                    gw.send_h2(&req)
+                };
+                assert_eq!(resp.status, 200, "{}", resp.text());
+                assert_eq!(
+                    resp.upstream_header("x-agw-client_id").as_deref(),
+                    Some("orders-client")
+                );
+            });
+        }
+    });
+    let calls = op.hits("/token/introspection");
+    assert!(
+        (1..=2).contains(&calls),
+        "{calls} calls for 8 concurrent requests (2 workers)"
+    );
+    assert_eq!(upstream.hits(), 8);
+    let coalesced = gw
+        .metric("palisade_token_introspection_coalesced")
+        .unwrap_or(0.0);
+    let cached = gw
+        .metric("palisade_token_introspection_cache_hit")
+        .unwrap_or(0.0);
+    assert_eq!(coalesced + cached + calls as f64, 8.0);
+    assert!(coalesced >= 1.0, "no request waited for another one's call");
+}
+
+#[test]
 fn server_down_or_rejecting_our_credentials_is_503() {
     let mut op = Provider::start();
     let port = op.0.port();

@@ -157,6 +157,14 @@ impl Provider {
         ))
     }
 
+    /// Starts on a free port; introspection answers only after `delay_ms`.
+    pub fn start_slow_introspection(delay_ms: u64) -> Provider {
+        Provider(Node::start(
+            "provider.mjs",
+            &["0".into(), "1".into(), delay_ms.to_string()],
+        ))
+    }
+
     /// Its issuer identifier.
     pub fn issuer(&self) -> String {
         format!("http://127.0.0.1:{}", self.0.port)

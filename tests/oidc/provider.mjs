@@ -1,6 +1,6 @@
 // A real, certified OpenID Provider (npm `oidc-provider`) for the integration tests.
 //
-//   node provider.mjs [port] [key-generation]
+//   node provider.mjs [port] [key-generation] [introspection-delay-ms]
 //
 // Listens on 127.0.0.1:<port> (0: any free port) with issuer http://127.0.0.1:<port> and prints
 // `listening <port>` once ready. Client credentials grant; JWT access tokens through resource
@@ -8,13 +8,15 @@
 // urn:billing -> RS256, audience `billing`); opaque access tokens when no resource is asked for;
 // introspection and revocation. Signing keys (RSA and EC P-256) are generated at start, with kids
 // `rsa-<generation>` and `ec-<generation>`: restarting with another generation rotates them.
-// GET /__stats answers how many requests each path received.
+// GET /__stats answers how many requests each path received. A delay slows introspection down,
+// so tests can have many requests wait for one answer.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 const wantedPort = Number(process.argv[2] || 0);
 const generation = process.argv[3] || '1';
+const introspectionDelayMs = Number(process.argv[4] || 0);
 
 function jwk(type, options, kid, alg) {
   const { privateKey } = crypto.generateKeyPairSync(type, options);
@@ -90,7 +92,11 @@ server.listen(wantedPort, '127.0.0.1', () => {
       return;
     }
     counts[path] = (counts[path] || 0) + 1;
-    handle(req, res);
+    if (path === '/token/introspection' && introspectionDelayMs > 0) {
+      setTimeout(() => handle(req, res), introspectionDelayMs);
+    } else {
+      handle(req, res);
+    }
   });
   console.log(`listening ${port}`);
 });

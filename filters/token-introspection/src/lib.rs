@@ -37,7 +37,66 @@ pub enum Start {
     },
 }
 
+/// What the server said about a token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// No usable answer (unreachable, timeout, non-200, garbage): fail closed.
+    Unavailable,
+    /// Not active (revoked, unknown, expired at the server).
+    Inactive,
+    /// Active, with the response's fields and `exp` in ms.
+    Active(Map<String, Value>, Option<u64>),
+}
+
+/// Whether a request leads the introspection of its token or waits for another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No call for this token is in flight in this VM: make it.
+    Leader,
+    /// A call for this token is in flight in this VM: wait for its answer.
+    Waiter,
+}
+
+/// The introspections in flight in this VM and the requests waiting for each, so concurrent
+/// requests with the same uncached token make one call per VM instead of one each.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    pending: std::collections::HashMap<String, Vec<u32>>,
+}
+
+impl InFlight {
+    /// Registers request `context_id` for the token cached under `key`.
+    pub fn join(&mut self, key: &str, context_id: u32) -> Role {
+        match self.pending.get_mut(key) {
+            Some(waiters) => {
+                waiters.push(context_id);
+                Role::Waiter
+            }
+            None => {
+                self.pending.insert(key.to_owned(), Vec::new());
+                Role::Leader
+            }
+        }
+    }
+
+    /// The call for `key` is over: the requests that waited for it.
+    pub fn finish(&mut self, key: &str) -> Vec<u32> {
+        self.pending.remove(key).unwrap_or_default()
+    }
+
+    /// Number of calls in flight.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether no call is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 struct Metrics {
+    coalesced: Counter,
     allowed: Counter,
     missing_token: Counter,
     invalid_token: Counter,
@@ -101,6 +160,7 @@ impl TokenIntrospection {
                 .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
         };
         let metrics = Metrics {
+            coalesced: counter(host, "coalesced")?,
             allowed: counter(host, "allowed")?,
             missing_token: counter(host, "missing_token")?,
             invalid_token: counter(host, "invalid_token")?,
@@ -194,7 +254,7 @@ impl TokenIntrospection {
         deny(host, &self.config.denials.unavailable)
     }
 
-    /// Handles the server's answer for the token cached under `key`.
+    /// Handles the server's answer for the token cached under `key`: caches it and decides.
     pub fn complete(
         &self,
         host: &mut impl Host,
@@ -202,6 +262,13 @@ impl TokenIntrospection {
         status: Option<u16>,
         body: &[u8],
     ) -> Verdict {
+        let answer = self.answer(host, key, status, body);
+        self.apply_answer(host, &answer)
+    }
+
+    /// Reads the server's answer for the token cached under `key` and caches it (failures are
+    /// not cached).
+    pub fn answer(&self, host: &impl Host, key: &str, status: Option<u16>, body: &[u8]) -> Answer {
         self.metrics.introspected.inc(host);
         let parsed = (status == Some(200) && body.len() <= MAX_RESPONSE_BYTES)
             .then(|| serde_json::from_slice::<Map<String, Value>>(body).ok())
@@ -215,8 +282,7 @@ impl TokenIntrospection {
                     status.map_or("none".into(), |s| s.to_string())
                 ),
             );
-            self.metrics.unavailable.inc(host);
-            return deny(host, &self.config.denials.unavailable);
+            return Answer::Unavailable;
         };
         let now = host.now_ms();
         let active = fields.get("active") == Some(&Value::Bool(true));
@@ -239,7 +305,30 @@ impl TokenIntrospection {
                 let _ = cache.put(host, key, &entry);
             }
         }
-        self.apply(host, active.then_some(&fields), exp_ms, now)
+        if active {
+            Answer::Active(fields, exp_ms)
+        } else {
+            Answer::Inactive
+        }
+    }
+
+    /// Decides on the current request from an answer.
+    pub fn apply_answer(&self, host: &mut impl Host, answer: &Answer) -> Verdict {
+        match answer {
+            Answer::Unavailable => {
+                self.metrics.unavailable.inc(host);
+                deny(host, &self.config.denials.unavailable)
+            }
+            Answer::Inactive => self.apply(host, None, None, host.now_ms()),
+            Answer::Active(fields, exp_ms) => {
+                self.apply(host, Some(fields), *exp_ms, host.now_ms())
+            }
+        }
+    }
+
+    /// Counts a request that waited for another request's call.
+    pub fn coalesced(&self, host: &impl Host) {
+        self.metrics.coalesced.inc(host);
     }
 
     /// Applies a cached entry; `None` if it expired (ask again).
@@ -327,19 +416,22 @@ impl TokenIntrospection {
 #[cfg(target_arch = "wasm32")]
 mod glue {
     //! The proxy-wasm contexts: configure once per VM; per request, decide from the cache or
-    //! pause, call the server, and resume or deny when it answers.
+    //! pause and call the server (one call per token per VM: later requests with the same token
+    //! wait for it), and resume or deny every waiting request when it answers.
     use super::*;
     use palisade_kit::wasm::{
-        buffer_bytes, map_value, plugin_configuration, resume_http_request, Buffer, HeaderMap,
-        WasmHost,
+        buffer_bytes, map_value, plugin_configuration, resume_http_request, set_effective_context,
+        Buffer, HeaderMap, WasmHost,
     };
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, ContextType};
+    use std::cell::RefCell;
     use std::rc::Rc;
     use std::time::Duration;
 
     struct Root {
         policy: Option<Rc<TokenIntrospection>>,
+        flights: Rc<RefCell<InFlight>>,
     }
 
     impl Context for Root {}
@@ -360,10 +452,12 @@ mod glue {
             }
         }
 
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
             Some(Box::new(Stream {
                 policy: self.policy.clone(),
-                waiting: None,
+                flights: self.flights.clone(),
+                context_id,
+                leading: None,
             }))
         }
 
@@ -374,8 +468,41 @@ mod glue {
 
     struct Stream {
         policy: Option<Rc<TokenIntrospection>>,
-        /// The cache key of the token being introspected.
-        waiting: Option<String>,
+        flights: Rc<RefCell<InFlight>>,
+        context_id: u32,
+        /// The cache key of the token this request is introspecting for itself and waiters.
+        leading: Option<String>,
+    }
+
+    impl Stream {
+        /// Answers the requests that waited for `key`, then makes this request current again.
+        fn release_waiters(&self, policy: &TokenIntrospection, key: &str, answer: &Answer) {
+            let waiters = self.flights.borrow_mut().finish(key);
+            if waiters.is_empty() {
+                return;
+            }
+            let mut host = WasmHost;
+            for waiter in waiters {
+                // A waiter whose client went away is gone: nothing to answer.
+                if set_effective_context(waiter).is_ok() {
+                    policy.coalesced(&host);
+                    if policy.apply_answer(&mut host, answer) == Verdict::Continue {
+                        let _ = resume_http_request();
+                    }
+                }
+            }
+            let _ = set_effective_context(self.context_id);
+        }
+    }
+
+    impl Drop for Stream {
+        fn drop(&mut self) {
+            // The leading request went away before the answer: its waiters cannot get one, so
+            // they fail closed (503) rather than hang.
+            if let (Some(policy), Some(key)) = (self.policy.clone(), self.leading.take()) {
+                self.release_waiters(&policy, &key, &Answer::Unavailable);
+            }
+        }
     }
 
     impl Context for Stream {
@@ -386,7 +513,7 @@ mod glue {
             body_size: usize,
             _trailers: usize,
         ) {
-            let (Some(policy), Some(key)) = (self.policy.clone(), self.waiting.take()) else {
+            let (Some(policy), Some(key)) = (self.policy.clone(), self.leading.take()) else {
                 return;
             };
             let mut host = WasmHost;
@@ -397,9 +524,11 @@ mod glue {
                 0,
                 body_size.min(MAX_RESPONSE_BYTES + 1),
             );
-            if policy.complete(&mut host, &key, status, &body) == Verdict::Continue {
+            let answer = policy.answer(&host, &key, status, &body);
+            if policy.apply_answer(&mut host, &answer) == Verdict::Continue {
                 let _ = resume_http_request();
             }
+            self.release_waiters(&policy, &key, &answer);
         }
     }
 
@@ -416,6 +545,9 @@ mod glue {
                 Start::Done(Verdict::Continue) => Action::Continue,
                 Start::Done(Verdict::Respond) => Action::Pause,
                 Start::Introspect { key, body } => {
+                    if self.flights.borrow_mut().join(&key, self.context_id) == Role::Waiter {
+                        return Action::Pause;
+                    }
                     let (cluster, headers, timeout_ms) = policy.call_headers();
                     // The SDK's dispatch records the call so that its answer comes back to this
                     // context; it only panics on statuses Envoy's httpCall never returns.
@@ -427,11 +559,12 @@ mod glue {
                         Duration::from_millis(u64::from(timeout_ms)),
                     ) {
                         Ok(_) => {
-                            self.waiting = Some(key);
+                            self.leading = Some(key);
                             Action::Pause
                         }
                         Err(status) => {
                             policy.call_failed(&mut host, &format!("{status:?}"));
+                            self.release_waiters(&policy, &key, &Answer::Unavailable);
                             Action::Pause
                         }
                     }
@@ -442,7 +575,12 @@ mod glue {
 
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| Box::new(Root { policy: None }));
+        proxy_wasm::set_root_context(|_| {
+            Box::new(Root {
+                policy: None,
+                flights: Rc::new(RefCell::new(InFlight::default())),
+            })
+        });
     }}
 }
 

@@ -199,3 +199,49 @@ fn the_cache_is_bounded() {
 fn the_form_body_encodes_the_token() {
     assert_eq!(form_encode("a+b/c=d e"), "a%2Bb%2Fc%3Dd%20e");
 }
+
+#[test]
+fn one_call_per_token_per_vm() {
+    let mut f = InFlight::default();
+    assert_eq!(f.join("k", 10), Role::Leader);
+    assert_eq!(f.join("k", 11), Role::Waiter);
+    assert_eq!(f.join("k", 12), Role::Waiter);
+    assert_eq!(f.join("other", 13), Role::Leader);
+    assert_eq!(f.finish("k"), vec![11, 12]);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        f.join("k", 14),
+        Role::Leader,
+        "a finished call is not joined"
+    );
+    assert!(f.finish("nope").is_empty());
+}
+
+#[test]
+fn an_answer_decides_every_waiting_request_alike() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({"scopes": "read"}));
+    let mut leader = request(&envoy, 0, Some("t"));
+    let Start::Introspect { key, .. } = p.start(&mut leader) else {
+        panic!()
+    };
+    let answer = p.answer(
+        &leader,
+        &key,
+        Some(200),
+        br#"{"active": true, "scope": "read"}"#,
+    );
+    assert_eq!(p.apply_answer(&mut leader, &answer), Verdict::Continue);
+    let mut waiter = request(&envoy, 0, Some("t"));
+    assert_eq!(p.apply_answer(&mut waiter, &answer), Verdict::Continue);
+    let mut failed = request(&envoy, 0, Some("t"));
+    assert_eq!(
+        p.apply_answer(&mut failed, &Answer::Unavailable),
+        Verdict::Respond
+    );
+    assert_eq!(status(&failed), (503, "introspection_unavailable".into()));
+    assert_eq!(
+        envoy.counter("palisade.token_introspection.introspected"),
+        1
+    );
+}

@@ -5,7 +5,7 @@
 //! Tokens and keys come from the tests' key server (tests/oidc/testkeys.mjs).
 
 #[path = "../../../oidc/harness.rs"]
-mod oidc;
+pub mod oidc;
 
 use super::{bare, row, Group, Kind};
 use palisade_tests::Filter;

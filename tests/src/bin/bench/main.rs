@@ -66,6 +66,7 @@ mod cors;
 mod ip_filter;
 mod json_threat_protection;
 mod jwt_validation;
+mod token_introspection;
 mod rate_limiting;
 mod spike_control;
 
@@ -78,6 +79,7 @@ fn groups() -> Vec<Group> {
         client_id_enforcement::group(),
         jwt_validation::group(),
         jwt_validation::es256_group(),
+        token_introspection::group(),
         basic_auth::group(),
         json_threat_protection::group(),
         json_threat_protection::small_group(),
