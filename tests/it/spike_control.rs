@@ -198,3 +198,38 @@ fn invalid_configurations_are_refused_by_envoy_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn sla_tiers_from_client_id_enforcement() {
+    let upstream = Upstream::start();
+    let clients = json!([
+        {"clientId": "gold-app", "contracts": {"orders": "gold"}},
+        {"clientId": "silver-app", "contracts": {"orders": "silver"}},
+    ]);
+    let gw = builder()
+        .upstream(&upstream)
+        .wasm(
+            "client-id-enforcement",
+            json!({"api": "orders", "clientSecretSource": null, "clients": clients}).to_string(),
+        )
+        .wasm(
+            "spike-control",
+            json!({"tiers": {
+                      "gold": {"maximumRequests": 3, "timePeriodInMilliseconds": 60000},
+                      "silver": {"maximumRequests": 1, "timePeriodInMilliseconds": 60000}}})
+            .to_string(),
+        )
+        .start();
+    let allowed = |client: &str| {
+        (0..4)
+            .filter(|_| {
+                gw.send(&Request::get("/").header("client_id", client))
+                    .status
+                    == 200
+            })
+            .count()
+    };
+    assert_eq!(allowed("gold-app"), 3);
+    assert_eq!(allowed("silver-app"), 1);
+    assert_eq!(upstream.hits(), 4);
+}

@@ -277,3 +277,39 @@ fn readme_examples_compile() {
         config::Config::compile(json.as_bytes()).unwrap();
     }
 }
+
+/// A small deterministic generator (xorshift) for garbage inputs.
+fn garbage(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_in_a_slot_is_treated_as_free_and_never_panics() {
+    let envoy = TestEnvoy::new(1);
+    let rl = limiter(
+        &envoy,
+        r#"{"id": "g", "maxKeys": 1, "algorithm": "slidingWindow",
+            "rateLimits": [{"maximumRequests": 2, "timePeriodInMilliseconds": 1000}]}"#,
+    );
+    for seed in 0..500u64 {
+        let bytes = garbage(seed, (seed % 80) as usize);
+        let _ = window::decode(&bytes);
+        let _ = window::stored_live_until(&bytes);
+        envoy
+            .request(0)
+            .shared_set("palisade:rl:g:0", &bytes, None)
+            .unwrap();
+        let mut req = envoy.request(0);
+        // Whatever the slot holds, the request gets an answer, and it is never a 5xx.
+        rl.on_request(&mut req);
+        assert!(status(&req) < 500, "seed {seed}");
+    }
+}

@@ -291,3 +291,39 @@ fn readme_examples_compile() {
         config::Config::compile(json.as_bytes()).unwrap();
     }
 }
+
+#[test]
+fn garbage_in_a_slot_never_panics() {
+    let envoy = TestEnvoy::new(1);
+    let mut w = Worker::new(
+        &envoy,
+        0,
+        r#"{"id": "g", "maxKeys": 1, "maximumRequests": 2, "queuingLimit": 2,
+            "delayTimeInMillis": 10}"#,
+    );
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for id in 0..500u32 {
+        let bytes: Vec<u8> = (0..(id % 90))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = log::KeyLog::decode(&bytes);
+        envoy
+            .request(0)
+            .shared_set("palisade:sc:g:0", &bytes, None)
+            .unwrap();
+        let fate = w.send(&envoy, id);
+        assert!(
+            !matches!(fate, Fate::Status(s) if s >= 500),
+            "{id}: {fate:?}"
+        );
+        envoy.advance_ms(3);
+        for (_, fate, _) in w.tick(&envoy) {
+            assert!(!matches!(fate, Fate::Status(s) if s >= 500));
+        }
+    }
+}
