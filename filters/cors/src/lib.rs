@@ -10,7 +10,7 @@
 pub mod config;
 pub mod origin;
 
-use config::{is_token, Config, Group};
+use config::{is_token, Config};
 use palisade_kit::metrics::Counter;
 use palisade_kit::{ConfigError, Denial, Host, LogLevel, Verdict};
 
@@ -27,7 +27,8 @@ const PREFLIGHT_VARY: &str =
 /// What the request phase learned, for the response phase.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub enum Stream {
-    /// The request phase did not run (an earlier filter answered): leave the response alone.
+    /// The request phase did not run: leave the response alone. (Envoy does not call a wasm
+    /// filter's response phase for a local reply of an earlier filter either.)
     #[default]
     Untouched,
     /// No `Origin`: not a CORS request, but its answer still varies with `Origin`.
@@ -115,9 +116,14 @@ impl Cors {
                 return (Verdict::Respond, Stream::Answered);
             }
         }
+        (Verdict::Continue, self.actual(host, origin, &method))
+    }
+
+    /// Grants or refuses an actual (non-preflight) cross-origin request.
+    fn actual(&self, host: &impl Host, origin: String, method: &str) -> Stream {
         let group = self
             .group_for(&origin)
-            .filter(|g| self.config.groups[*g].allows_method(&method));
+            .filter(|g| self.config.groups[*g].allows_method(method));
         match group {
             Some(group) => {
                 self.allowed.inc(host);
@@ -125,17 +131,14 @@ impl Cors {
                     "*" => "*".to_owned(),
                     _ => origin,
                 };
-                (
-                    Verdict::Continue,
-                    Stream::Granted {
-                        allow_origin,
-                        group,
-                    },
-                )
+                Stream::Granted {
+                    allow_origin,
+                    group,
+                }
             }
             None => {
                 self.denied.inc(host);
-                (Verdict::Continue, Stream::Refused)
+                Stream::Refused
             }
         }
     }
@@ -205,8 +208,8 @@ impl Cors {
                 } else {
                     headers.remove(ACAC);
                 }
-                match self.config.groups.get(*group).map(Group::expose) {
-                    Some(expose) if !expose.is_empty() => headers.set(ACEH, expose),
+                match self.config.groups.get(*group) {
+                    Some(g) if !g.expose_headers.is_empty() => headers.set(ACEH, &g.expose_headers),
                     _ => headers.remove(ACEH),
                 }
             }
@@ -222,12 +225,6 @@ impl Cors {
     /// The response to send when the policy could not be configured (never in practice).
     pub fn unavailable() -> Denial {
         Denial::new(503, "policy_unavailable", "The policy is not configured.")
-    }
-}
-
-impl Group {
-    fn expose(&self) -> &str {
-        &self.expose_headers
     }
 }
 
@@ -622,6 +619,27 @@ mod tests {
         let mut untouched = Headers::with(&[(ACAO, "*")]);
         cors.on_response_headers(&Stream::Untouched, &mut untouched);
         assert_eq!(untouched.0.len(), 1);
+    }
+
+    #[test]
+    fn the_refused_preflight_answer_can_be_overridden() {
+        let envoy = TestEnvoy::new(1);
+        let mut config = shop();
+        config["denial"] = json!({"status": 400, "body": "no", "contentType": "text/plain"});
+        let cors = policy(&envoy, config);
+        let mut r = request(
+            &envoy,
+            "OPTIONS",
+            &[
+                ("origin", "https://evil.test"),
+                ("access-control-request-method", "GET"),
+            ],
+        );
+        cors.on_request_headers(&mut r);
+        let resp = r.response().unwrap();
+        assert_eq!((resp.status, resp.body.as_slice()), (400, &b"no"[..]));
+        assert_eq!(resp.header("content-type"), Some("text/plain"));
+        assert!(resp.header(ACAO).is_none());
     }
 
     #[test]
