@@ -69,6 +69,7 @@ mod jwt_validation;
 mod token_introspection;
 mod rate_limiting;
 mod spike_control;
+mod xml_threat_protection;
 
 /// All benchmark groups: each policy adds a module with a `group()` and a line here.
 fn groups() -> Vec<Group> {
@@ -86,6 +87,8 @@ fn groups() -> Vec<Group> {
         rate_limiting::group(),
         rate_limiting::contention_group(),
         spike_control::group(),
+        xml_threat_protection::group(),
+        xml_threat_protection::small_group(),
     ]
 }
 
