@@ -174,7 +174,7 @@ impl Pattern {
 /// (the usual case: no allocation), owned when it had to be rewritten. `None` for anything
 /// that is not a single serialised origin.
 pub fn canonical(origin: &str) -> Option<Cow<'_, str>> {
-    if origin == "null" {
+    if origin == "null" || is_canonical(origin) {
         return Some(Cow::Borrowed(origin));
     }
     let parts = Parts::parse(origin, false).ok()?;
@@ -184,6 +184,33 @@ pub fn canonical(origin: &str) -> Option<Cow<'_, str>> {
     } else {
         Cow::Owned(canon)
     })
+}
+
+/// Whether `origin` is already a valid origin in canonical form, checked without allocating
+/// (the per-request fast path; anything else goes through [`Parts::parse`]).
+fn is_canonical(origin: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    let lower = |s: &str| !s.bytes().any(|b| b.is_ascii_uppercase());
+    if !is_scheme(scheme) || !lower(scheme) || !lower(authority) {
+        return false;
+    }
+    let Ok((host, port)) = split_port(authority) else {
+        return false;
+    };
+    if !is_host(host) {
+        return false;
+    }
+    match port {
+        None => true,
+        Some(p) => {
+            !p.starts_with('0')
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u16>()
+                    .is_ok_and(|n| Some(n) != default_port(scheme))
+        }
+    }
 }
 
 /// Compiled origin patterns, each pointing at the group that listed it.
@@ -363,6 +390,45 @@ mod tests {
             canonical("http://a.test:80").as_deref(),
             Some("http://a.test")
         );
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_parse() {
+        for origin in [
+            "https://a.example.com",
+            "https://a.example.com:443",
+            "https://a.example.com:0443",
+            "https://a.example.com:8443",
+            "http://a.test:80",
+            "http://127.0.0.1:8080",
+            "http://[::1]:5173",
+            "http://[::1]:80",
+            "https://A.example.com",
+            "Https://a.example.com",
+            "https://a.example.com:",
+            "https://a.example.com:0",
+            "https://a.example.com:65536",
+            "https://a.example.com/",
+            "https://a b.test",
+            "https://user@a.test",
+            "capacitor://localhost",
+            "https://*.example.com",
+            "https://",
+            "null",
+        ] {
+            let full = Parts::parse(origin, false).ok().map(|p| p.canonical());
+            let fast = is_canonical(origin);
+            if fast {
+                assert_eq!(full.as_deref(), Some(origin), "{origin}");
+            } else {
+                assert_ne!(full.as_deref(), Some(origin), "{origin}");
+            }
+            assert_eq!(
+                canonical(origin).map(Cow::into_owned),
+                full.or((origin == "null").then(|| origin.to_owned())),
+                "{origin}"
+            );
+        }
     }
 
     #[test]
