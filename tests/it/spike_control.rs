@@ -233,3 +233,30 @@ fn sla_tiers_from_client_id_enforcement() {
     assert_eq!(allowed("silver-app"), 1);
     assert_eq!(upstream.hits(), 4);
 }
+
+#[test]
+fn the_sliding_limit_is_exact_under_32_concurrent_connections() {
+    let upstream = Upstream::start();
+    let gw = gateway(
+        &upstream,
+        json!({"maximumRequests": 50, "timePeriodInMilliseconds": 60000}),
+    );
+    let addr = gw.addr();
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| http1(addr, &Request::get("/")).status)
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 50);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 270);
+    assert_eq!(upstream.hits(), 50);
+    assert_eq!(gw.metric("palisade_spike_control_rejected"), Some(270.0));
+}
