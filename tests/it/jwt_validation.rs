@@ -172,6 +172,7 @@ fn every_algorithm_and_every_forgery() {
             "issuer": iss,
             "audiences": ["orders", "admin"],
             "jwks": {"cluster": "idp", "uri": format!("http://127.0.0.1:{}/jwks", keys.0.port())},
+            "forwardToken": false,
         }),
     );
     let t = now();
@@ -194,7 +195,20 @@ fn every_algorithm_and_every_forgery() {
         ("EdDSA", "ed-a"),
     ];
     let first = keys.sign("ES256", "ec-a", claims(json!({})));
-    assert_eq!(wait_for_keys(&gw, &bearer(&first)).status, 200);
+    let ok = wait_for_keys(&gw, &bearer(&first));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        ok.upstream_header("authorization"),
+        None,
+        "forwardToken: false"
+    );
+    // CORS preflights pass without a token.
+    let preflight = gw.send(
+        &Request::new("OPTIONS", "/orders")
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "GET"),
+    );
+    assert_eq!(preflight.status, 200, "{}", preflight.text());
     for (alg, kid) in valid {
         let resp = gw.send_h2(&bearer(&keys.sign(alg, kid, claims(json!({})))));
         assert_eq!(resp.status, 200, "{alg}: {}", resp.text());

@@ -17,7 +17,7 @@ pub const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
 
 /// A claimed fetch holds the schedule this long beyond its timeout (if the fetching VM vanishes,
 /// another one fetches after that).
-const LEASE_SLACK_MS: u64 = 2_000;
+pub const LEASE_SLACK_MS: u64 = 2_000;
 
 /// The shared fetch schedule of one JWKS:
 /// `next_due_ms | lease_until_ms | last_kid_refresh_ms | failures` (u64 LE each).

@@ -127,6 +127,8 @@ pub struct InFlight {
     pub token: u32,
     /// What it fetches.
     pub kind: FetchKind,
+    /// When it was started (ms).
+    pub started_ms: u64,
 }
 
 impl JwtValidation {
@@ -327,8 +329,14 @@ impl JwtValidation {
         let Some((source, _)) = &self.remote else {
             return;
         };
-        if in_flight.is_some() {
-            return;
+        if let Some(call) = in_flight {
+            // Envoy always answers a call (at the latest with a timeout); a call this old was
+            // lost: forget it, so this VM can fetch again (others may already have).
+            let lost_after = u64::from(source.remote.timeout_ms) + 2 * jwks::LEASE_SLACK_MS;
+            if host.now_ms() < call.started_ms.saturating_add(lost_after) {
+                return;
+            }
+            *in_flight = None;
         }
         if !matches!(source.try_claim(host), Ok(true)) {
             return;
@@ -346,7 +354,13 @@ impl JwtValidation {
     ) {
         let (cluster, headers) = source.request(&kind);
         match dispatch(cluster, &headers, source.remote.timeout_ms) {
-            Ok(token) => *in_flight = Some(InFlight { token, kind }),
+            Ok(token) => {
+                *in_flight = Some(InFlight {
+                    token,
+                    kind,
+                    started_ms: host.now_ms(),
+                })
+            }
             Err(e) => {
                 host.log(
                     LogLevel::Error,

@@ -559,3 +559,27 @@ fn jwks_parsing_skips_foreign_keys_and_rejects_broken_ones() {
     .is_err());
     assert!(KeySet::parse(b"[]", &algs).is_err());
 }
+
+#[test]
+fn a_lost_fetch_does_not_stop_this_vm_fetching() {
+    let envoy = TestEnvoy::new(1);
+    envoy.add_cluster("idp");
+    let p = policy(&envoy, &remote_config());
+    let host = envoy.request(0);
+    let mut in_flight = None;
+    let dispatch =
+        |c: &str, h: &[(&str, &str)], t| envoy.request(0).dispatch_http_call(c, h, None, t);
+    p.tick(&host, &mut in_flight, dispatch);
+    assert!(in_flight.is_some());
+    // timeoutMs 5000 + 2 × 2 s of slack.
+    envoy.advance_ms(8_999);
+    p.tick(&host, &mut in_flight, dispatch);
+    assert_eq!(envoy.http_calls().len(), 1, "still waiting for the answer");
+    envoy.advance_ms(2);
+    p.tick(&host, &mut in_flight, dispatch);
+    assert_eq!(
+        envoy.http_calls().len(),
+        2,
+        "the lost call is given up and the fetch retried"
+    );
+}
