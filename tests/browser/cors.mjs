@@ -26,8 +26,8 @@ try {
     const context = await browser.newContext();
     const page = await context.newPage();
     page.setDefaultTimeout(15000);
-    const console = [];
-    page.on('console', (m) => console.push(m.text()));
+    const logged = [];
+    page.on('console', (m) => logged.push(m.text()));
     await page.goto(s.page);
     const result = await page.evaluate(async ({ url, init, read, cookie }) => {
       if (cookie) document.cookie = cookie;
@@ -41,9 +41,13 @@ try {
         return { ok: false, error: String(e) };
       }
     }, { url: s.url, init: s.init ?? {}, read: s.read, cookie: s.cookie });
-    // Let Chromium deliver the console messages of a failed fetch.
-    await page.waitForTimeout(100);
-    results[s.name] = { ...result, origin: new URL(s.page).origin, console };
+    // Let Chromium deliver the console message explaining a failed fetch (it may arrive after
+    // the rejection, more so on a loaded machine).
+    const explained = () => logged.some((m) => m.includes('CORS policy'));
+    for (let waited = 0; !result.ok && !explained() && waited < 3000; waited += 50) {
+      await page.waitForTimeout(50);
+    }
+    results[s.name] = { ...result, origin: new URL(s.page).origin, console: logged };
     await context.close();
   }
 } finally {
