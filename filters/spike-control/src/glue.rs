@@ -52,9 +52,10 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         let Some(policy) = &self.policy else { return };
         let mut host = WasmHost;
-        let now = host.now_ms();
         let due = match self.queue.try_borrow_mut() {
-            Ok(mut queue) => queue.take_due(now),
+            // Nothing held (the usual case): no host call at all.
+            Ok(queue) if queue.waiting.is_empty() => return,
+            Ok(mut queue) => queue.take_due(host.now_ms()),
             Err(_) => return,
         };
         for mut waiting in due {
