@@ -121,9 +121,12 @@ impl Cors {
 
     /// Grants or refuses an actual (non-preflight) cross-origin request.
     fn actual(&self, host: &impl Host, origin: String, method: &str) -> Stream {
-        let group = self
-            .group_for(&origin)
-            .filter(|g| self.config.groups[*g].allows_method(method));
+        let group = self.group_for(&origin).filter(|g| {
+            self.config
+                .groups
+                .get(*g)
+                .is_some_and(|g| g.allows_method(method))
+        });
         match group {
             Some(group) => {
                 self.allowed.inc(host);
@@ -148,7 +151,7 @@ impl Cors {
         let headers = host.request_header("access-control-request-headers");
         let granted = self
             .group_for(origin)
-            .map(|g| &self.config.groups[g])
+            .and_then(|g| self.config.groups.get(g))
             .filter(|g| {
                 is_token(method)
                     && g.allows_method(method)
