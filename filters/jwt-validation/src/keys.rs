@@ -234,16 +234,26 @@ impl KeySet {
         self.keys.len()
     }
 
-    /// The keys that may verify a token with this `alg` and `kid`. HMAC keys ignore `kid` (there
-    /// is one configured secret); other keys must carry the token's `kid` when it has one.
+    /// The keys that may verify a token with this `alg` and `kid`: HMAC keys ignore `kid` (there
+    /// is one configured secret); other keys carry the token's `kid` (tried first) or no `kid`
+    /// at all (as Envoy's `jwt_authn` does; some providers publish keys without one).
     pub fn candidates<'a>(
         &'a self,
         alg: Algorithm,
         kid: Option<&'a str>,
     ) -> impl Iterator<Item = &'a Key> + 'a {
-        self.keys.iter().filter(move |k| {
-            k.alg == alg && (alg.is_hmac() || kid.is_none() || k.kid.as_deref() == kid)
-        })
+        let of_alg = move |k: &&Key| k.alg == alg;
+        let exact = self
+            .keys
+            .iter()
+            .filter(of_alg)
+            .filter(move |k| alg.is_hmac() || kid.is_none() || k.kid.as_deref() == kid);
+        let kidless = self
+            .keys
+            .iter()
+            .filter(of_alg)
+            .filter(move |k| !alg.is_hmac() && kid.is_some() && k.kid.is_none());
+        exact.chain(kidless)
     }
 
     /// Whether any key carries this `kid`.

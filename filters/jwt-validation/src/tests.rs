@@ -583,3 +583,30 @@ fn a_lost_fetch_does_not_stop_this_vm_fetching() {
         "the lost call is given up and the fetch retried"
     );
 }
+
+#[test]
+fn keys_without_kid_verify_tokens_with_one() {
+    let envoy = TestEnvoy::new(1);
+    let s = Signer::new();
+    let mut jwks: serde_json::Value = serde_json::from_str(&s.jwks()).unwrap();
+    for k in jwks["keys"].as_array_mut().unwrap() {
+        k.as_object_mut().unwrap().remove("kid");
+    }
+    let p = policy(
+        &envoy,
+        json!({"issuer": ISS, "localJwks": jwks.to_string()})
+            .to_string()
+            .as_bytes(),
+    );
+    // The token says kid "es-1"; the only ES256 key has no kid.
+    assert_eq!(
+        bearer_req(&envoy, &p, &s.es256(now_s(&envoy), json!({}))).0,
+        Verdict::Continue
+    );
+    let other = Signer::new();
+    assert_status(
+        &bearer_req(&envoy, &p, &other.es256(now_s(&envoy), json!({}))),
+        401,
+        "invalid_token",
+    );
+}

@@ -78,11 +78,8 @@ pub fn validate(token: &str, keys: &KeySet, config: &Config, now_s: u64) -> Resu
         .filter(|a| config.algorithms.contains(a))
         .ok_or_else(|| Invalid::Algorithm(header.alg.clone()))?;
     let kid = header.kid.as_deref();
-    if let Some(kid) = kid {
-        if !alg.is_hmac() && !keys.has_kid(kid) {
-            return Err(Invalid::UnknownKid);
-        }
-    }
+    // A `kid` no key carries may be a key the provider added since the last fetch.
+    let unknown_kid = kid.is_some_and(|k| !alg.is_hmac() && !keys.has_kid(k));
     let options = || VerificationOptions {
         time_tolerance: Some(Duration::from_secs(config.skew_s)),
         artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
@@ -101,7 +98,11 @@ pub fn validate(token: &str, keys: &KeySet, config: &Config, now_s: u64) -> Resu
         }
     }
     if !verified {
-        return Err(last);
+        return Err(if unknown_kid {
+            Invalid::UnknownKid
+        } else {
+            last
+        });
     }
     // The signature covers the payload: decode it once more as a plain map, for every claim.
     let claims: Map<String, Value> = URL_SAFE_NO_PAD

@@ -19,6 +19,22 @@ use serde_json::{Map, Value};
 /// The policy name.
 pub const NAME: &str = "token-introspection";
 
+/// The response members RFC 7662 defines (section 2.2).
+const STANDARD_FIELDS: [&str; 12] = [
+    "active",
+    "scope",
+    "client_id",
+    "username",
+    "token_type",
+    "exp",
+    "iat",
+    "nbf",
+    "sub",
+    "aud",
+    "iss",
+    "jti",
+];
+
 /// The largest introspection response accepted.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
@@ -378,6 +394,12 @@ impl TokenIntrospection {
             }
         }
         if self.config.expose_headers {
+            // A client must not pass off its own `x-agw-*` headers as the server's: the
+            // RFC 7662 fields are removed whether or not this answer has them (other fields
+            // are replaced when the answer has them).
+            for field in STANDARD_FIELDS {
+                host.remove_request_header(&format!("x-agw-{field}"));
+            }
             for (name, value) in fields {
                 let value = match value {
                     Value::String(s) => s.clone(),

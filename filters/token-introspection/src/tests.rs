@@ -57,6 +57,7 @@ fn active_tokens_are_cached_for_every_worker_and_never_by_raw_token() {
     let exp = envoy.now_ms() / 1000 + 60;
     let doc = json!({"active": true, "client_id": "app", "sub": "alice", "scope": "a b", "exp": exp, "aud": ["x"]});
     let mut r = request(&envoy, 0, Some("tok/en+1"));
+    r.add_header("x-agw-username", "spoofed");
     assert_eq!(run(&p, &mut r, Some((200, doc))), (Verdict::Continue, true));
     let h = |r: &TestRequest, n: &str| {
         r.headers()
@@ -66,6 +67,11 @@ fn active_tokens_are_cached_for_every_worker_and_never_by_raw_token() {
     };
     assert_eq!(h(&r, "x-agw-client_id").as_deref(), Some("app"));
     assert_eq!(h(&r, "x-agw-aud"), None, "arrays are not exposed");
+    assert_eq!(
+        h(&r, "x-agw-username"),
+        None,
+        "client-sent copies are removed"
+    );
     assert_eq!(
         Identity::current(&r).unwrap().principal.as_deref(),
         Some("alice")
