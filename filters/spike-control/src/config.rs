@@ -227,8 +227,7 @@ impl Config {
         let denial = Denial::new(
             429,
             "rate_limited",
-            "Too many requests: the spike limit of this API was exceeded and the request was \
-             rejected after the configured number of attempts. Retry later.",
+            "Too many requests: the spike limit of this API was reached. Retry later.",
         )
         .overridden(raw.denial.as_ref(), "denial")?;
         Ok(Config {
