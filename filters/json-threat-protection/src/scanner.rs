@@ -88,6 +88,7 @@ enum Num {
 }
 
 impl Num {
+    #[inline(always)]
     fn complete(self) -> bool {
         matches!(self, Num::Zero | Num::Int | Num::Frac | Num::ExpDigits)
     }
@@ -121,6 +122,7 @@ impl BitStack {
     }
 
     /// Whether the innermost open container is an object (`None` at top level).
+    #[inline(always)]
     fn top(&self) -> Option<bool> {
         let i = self.len.checked_sub(1)?;
         let w = self.words.get((i / 64) as usize)?;
@@ -165,6 +167,7 @@ fn describe(b: u8) -> String {
     }
 }
 
+#[inline(always)]
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -191,11 +194,13 @@ impl JsonScanner {
         }
     }
 
+    #[inline(always)]
     fn counting(&self) -> bool {
         self.limits.max_entries.is_some() || self.limits.max_elements.is_some()
     }
 
     /// The state after a value completes.
+    #[inline(always)]
     fn after_value(&self) -> State {
         if self.stack.len == 0 {
             State::End
@@ -205,6 +210,7 @@ impl JsonScanner {
     }
 
     /// A value starts at `at` (inside an array this is a new element).
+    #[inline(always)]
     fn begin_value(&mut self, b: u8, at: u64) -> Result<(), Violation> {
         if self.stack.top() == Some(false) {
             if let Some(max) = self.limits.max_elements {
@@ -259,6 +265,7 @@ impl JsonScanner {
     }
 
     /// An entry name starts at `at`.
+    #[inline(always)]
     fn begin_key(&mut self, at: u64) -> Result<(), Violation> {
         if let Some(max) = self.limits.max_entries {
             self.count += 1;
@@ -278,6 +285,7 @@ impl JsonScanner {
     }
 
     /// The closing bracket `b` at `at`.
+    #[inline(always)]
     fn close(&mut self, b: u8, at: u64) -> Result<(), Violation> {
         let object = self.stack.top();
         if object != Some(b == b'}') {
@@ -295,6 +303,7 @@ impl JsonScanner {
     }
 
     /// `n` more characters of the current string, the last ending at `at`.
+    #[inline(always)]
     fn add_chars(&mut self, key: bool, n: u64, at: u64) -> Result<(), Violation> {
         self.chars += n;
         let (max, name) = if key {
@@ -311,6 +320,7 @@ impl JsonScanner {
     }
 
     /// One character decoded (for duplicate-key hashing and length).
+    #[inline(always)]
     fn char_done(&mut self, key: bool, cp: u32, at: u64) -> Result<(), Violation> {
         if key && self.limits.reject_duplicate_keys {
             self.key_hash.write_u32(cp);
@@ -319,6 +329,7 @@ impl JsonScanner {
     }
 
     /// A pending high surrogate not followed by its low half stands alone.
+    #[inline(always)]
     fn flush_surrogate(&mut self, key: bool, at: u64) -> Result<(), Violation> {
         match self.high_surrogate.take() {
             Some(high) => self.char_done(key, high, at),
@@ -327,6 +338,7 @@ impl JsonScanner {
     }
 
     /// The closing quote of a string at `at`.
+    #[inline(always)]
     fn end_string(&mut self, key: bool, at: u64) -> Result<(), Violation> {
         self.flush_surrogate(key, at)?;
         if key {
@@ -467,6 +479,15 @@ impl JsonScanner {
                         self.state = State::Str { key };
                     }
                 }
+                State::Num(Num::Int | Num::Frac | Num::ExpDigits) if b.is_ascii_digit() => {
+                    // Fast path: a run of digits.
+                    let run = chunk[i..]
+                        .iter()
+                        .position(|c| !c.is_ascii_digit())
+                        .unwrap_or(chunk.len() - i);
+                    i += run;
+                    continue;
+                }
                 State::Num(n) => {
                     let next = match (n, b) {
                         (Num::Minus, b'0') => Some(Num::Zero),
@@ -501,7 +522,15 @@ impl JsonScanner {
                         State::Literal(word, next + 1)
                     };
                 }
-                _ if is_ws(b) => {}
+                _ if is_ws(b) => {
+                    // Fast path: a run of whitespace between tokens.
+                    let run = chunk[i..]
+                        .iter()
+                        .position(|&c| !is_ws(c))
+                        .unwrap_or(chunk.len() - i);
+                    i += run;
+                    continue;
+                }
                 State::Start | State::Value => self.begin_value(b, at)?,
                 State::ArrayFirst => {
                     if b == b']' {

@@ -181,7 +181,11 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// Names are compared by 64-bit FNV-1a hash of their characters.
+#[inline(always)]
 fn fnv(hash: u64, c: u32) -> u64 {
+    if c < 0x80 {
+        return (hash ^ u64::from(c)).wrapping_mul(FNV_PRIME);
+    }
     let mut h = hash;
     for b in c.to_le_bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
@@ -193,19 +197,23 @@ fn hash_ascii(s: &[u8]) -> u64 {
     s.iter().fold(FNV_OFFSET, |h, &b| fnv(h, u32::from(b)))
 }
 
+#[inline(always)]
 fn is_ws(c: u32) -> bool {
     matches!(c, 0x20 | 0x09 | 0x0a | 0x0d)
 }
 
+#[inline(always)]
 fn is_name_start(c: u32) -> bool {
     matches!(c, 0x41..=0x5a | 0x61..=0x7a | 0x5f | 0x3a) || c >= 0x80
 }
 
+#[inline(always)]
 fn is_name_char(c: u32) -> bool {
     is_name_start(c) || matches!(c, 0x30..=0x39 | 0x2d | 0x2e)
 }
 
 /// XML 1.0 `Char`.
+#[inline(always)]
 fn is_xml_char(c: u32) -> bool {
     matches!(c, 0x9 | 0xa | 0xd | 0x20..=0xd7ff | 0xe000..=0xfffd | 0x10000..=0x10ffff)
 }
@@ -322,6 +330,7 @@ impl XmlScanner {
         Violation::limit(self.char_at, format!("{limit} ({max}) exceeded"))
     }
 
+    #[inline(always)]
     fn check(&self, value: u64, max: Option<u64>, limit: &str) -> Result<(), Violation> {
         match max {
             Some(max) if value > max => Err(self.over(limit, max)),
@@ -336,6 +345,7 @@ impl XmlScanner {
     }
 
     /// A child node of the innermost element starts.
+    #[inline(always)]
     fn child(&mut self) -> Result<(), Violation> {
         let max = self.limits.max_children;
         if let Some(open) = self.stack.last_mut() {
@@ -361,6 +371,7 @@ impl XmlScanner {
         Ok(())
     }
 
+    #[inline(always)]
     fn add_text(&mut self, n: u64, blank: bool) -> Result<(), Violation> {
         self.text_len += n;
         if !blank {
@@ -369,6 +380,7 @@ impl XmlScanner {
         self.check(self.text_len, self.limits.max_text, "maxTextLength")
     }
 
+    #[inline(always)]
     fn add_attr(&mut self, n: u64) -> Result<(), Violation> {
         self.value_len += n;
         self.check(
@@ -516,6 +528,7 @@ impl XmlScanner {
         self.on_char(c)
     }
 
+    #[inline(always)]
     fn name_char(&mut self, of: NameOf, c: u32) -> Result<(), Violation> {
         let valid = if self.name_len == 0 {
             is_name_start(c)
@@ -1018,6 +1031,52 @@ impl XmlScanner {
                         let max = self.limits.max_text.unwrap_or(0);
                         v.offset = at + max.saturating_sub(before);
                         return Err(v);
+                    }
+                    i = start + run;
+                    continue;
+                }
+                // Fast path: a run of ASCII characters inside an element or end-tag name.
+                if let State::Name(NameOf::Element | NameOf::EndTag) = self.state {
+                    if self.name_len > 0 && b < 0x80 && is_name_char(u32::from(b)) {
+                        let start = i - 1;
+                        let run = chunk[start..]
+                            .iter()
+                            .position(|&c| c >= 0x80 || !is_name_char(u32::from(c)))
+                            .unwrap_or(chunk.len() - start);
+                        for &c in &chunk[start..start + run] {
+                            self.name_hash = fnv(self.name_hash, u32::from(c));
+                        }
+                        let before = self.name_len;
+                        self.name_len += run as u64;
+                        if let Some(max) = self.limits.max_name {
+                            if self.name_len > max {
+                                self.char_at = at + max.saturating_sub(before);
+                                return Err(self.over("maxNameLength", max));
+                            }
+                        }
+                        i = start + run;
+                        continue;
+                    }
+                }
+                // Fast path: a run of plain ASCII inside an attribute value.
+                if self.state == State::AttrValue
+                    && (0x20..0x80).contains(&b)
+                    && !matches!(b, b'<' | b'&')
+                    && b != self.attr_quote
+                {
+                    let start = i - 1;
+                    let quote = self.attr_quote;
+                    let run = chunk[start..]
+                        .iter()
+                        .position(|&c| {
+                            !(0x20..0x80).contains(&c) || matches!(c, b'<' | b'&') || c == quote
+                        })
+                        .unwrap_or(chunk.len() - start);
+                    let before = self.value_len;
+                    if self.add_attr(run as u64).is_err() {
+                        let max = self.limits.max_attribute_length.unwrap_or(0);
+                        self.char_at = at + max.saturating_sub(before);
+                        return Err(self.over("maxAttributeLength", max));
                     }
                     i = start + run;
                     continue;
