@@ -1,6 +1,6 @@
 //! `jwt-validation` in a real Envoy against a real OpenID Provider (npm `oidc-provider`) and a
 //! key server the tests control: RSA and EC tokens from the provider over HTTP/1.1 and HTTP/2,
-//! OpenID discovery, every algorithm, expired / not-yet-valid / wrong issuer / wrong audience /
+//! OpenID discovery, every algorithm, scopes AND/OR from `scope` and `scp`, expired / not-yet-valid / wrong issuer / wrong audience /
 //! tampered / `alg: none` / HS256-signed-with-the-RSA-public-key tokens, scopes, key rotation
 //! at the provider picked up through an unknown `kid`, one JWKS fetch per period per Envoy,
 //! stale keys while the provider is down, 503 without keys, and refused configurations.
@@ -258,6 +258,44 @@ fn every_algorithm_and_every_forgery() {
         gw.metric("palisade_jwt_validation_invalid_token"),
         Some(cases.len() as f64)
     );
+}
+
+#[test]
+fn scopes_and_or_from_scope_strings_and_scp_arrays() {
+    let keys = TestKeys::start();
+    let upstream = Upstream::start();
+    let iss = "https://issuer.test";
+    let uri = format!("http://127.0.0.1:{}/jwks", keys.0.port());
+    let config = |criteria: &str| {
+        json!({"issuer": iss, "jwks": {"cluster": "idp", "uri": uri},
+               "requiredScopes": ["orders:read", "orders:write"], "scopeCriteria": criteria})
+    };
+    let and = gateway(&upstream, keys.0.port(), config("AND"));
+    let or = gateway(&upstream, keys.0.port(), config("OR"));
+    let t = now();
+    let token = |scopes: Value| {
+        let mut c = json!({"iss": iss, "exp": t + 300});
+        for (k, v) in scopes.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        keys.sign("ES256", "ec-a", c)
+    };
+    let both_scope = token(json!({"scope": "orders:read orders:write"}));
+    let both_scp = token(json!({"scp": ["orders:write", "orders:read"]}));
+    let read_scope = token(json!({"scope": "orders:read"}));
+    let write_scp = token(json!({"scp": ["orders:write"]}));
+    let neither = token(json!({"scp": ["profile"], "scope": "email"}));
+    assert_eq!(wait_for_keys(&and, &bearer(&both_scope)).status, 200);
+    assert_eq!(wait_for_keys(&or, &bearer(&both_scope)).status, 200);
+    assert_eq!(and.send_h2(&bearer(&both_scp)).status, 200);
+    for t in [&read_scope, &write_scp, &neither] {
+        assert_denied(&and.send(&bearer(t)), 403, "insufficient_scope");
+    }
+    for t in [&both_scp, &read_scope, &write_scp] {
+        assert_eq!(or.send_h2(&bearer(t)).status, 200);
+    }
+    assert_denied(&or.send(&bearer(&neither)), 403, "insufficient_scope");
+    assert_eq!(upstream.hits(), 6);
 }
 
 #[test]
