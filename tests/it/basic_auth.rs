@@ -141,6 +141,16 @@ fn users() -> Users {
             "jürgen:{}",
             htpasswd(&["-B", "-C", "5"], "jürgen", "pässwörd")
         ),
+        // htpasswd writes `$2y$`; OpenBSD and most libraries write `$2b$`, older ones `$2a$`
+        // (the same algorithm for passwords like these).
+        format!(
+            "grace:{}",
+            htpasswd(&["-B", "-C", "5"], "grace", "grace-pw").replacen("$2y$", "$2b$", 1)
+        ),
+        format!(
+            "heidi:{}",
+            htpasswd(&["-B", "-C", "5"], "heidi", "heidi-pw").replacen("$2y$", "$2a$", 1)
+        ),
         String::new(),
     ]
     .join("\n");
@@ -160,7 +170,7 @@ fn every_hash_format_admits_its_password_only() {
     let upstream = Upstream::start();
     let users = users();
     let gw = gateway(&upstream, &users.config);
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 9] = [
         ("alice", "open:se:same"), // bcrypt $2y$, a password with colons
         ("bob", "hunter2"),        // SHA-512-crypt (htpasswd -5)
         ("carol", "c4rol"),        // SHA-256-crypt with rounds (htpasswd -2 -r)
@@ -168,6 +178,8 @@ fn every_hash_format_admits_its_password_only() {
         ("erin", "erin-pw"),       // SHA-512-crypt (openssl passwd -6)
         ("frank", "frank-pw"),     // SHA-256-crypt (openssl passwd -5)
         ("jürgen", "pässwörd"),    // non-ASCII UTF-8 user and password
+        ("grace", "grace-pw"),     // bcrypt $2b$
+        ("heidi", "heidi-pw"),     // bcrypt $2a$
     ];
     for (user, password) in cases {
         let resp = gw.send(&get(&basic(format!("{user}:{password}").as_bytes())));
@@ -195,9 +207,9 @@ fn every_hash_format_admits_its_password_only() {
         &gw.send_h2(&get(&basic(b"alice:open"))),
         "invalid_credentials",
     );
-    assert_eq!(upstream.hits(), 9);
-    assert_eq!(gw.metric("palisade_basic_auth_allowed"), Some(9.0));
-    assert_eq!(gw.metric("palisade_basic_auth_denied_invalid"), Some(8.0));
+    assert_eq!(upstream.hits(), 11);
+    assert_eq!(gw.metric("palisade_basic_auth_allowed"), Some(11.0));
+    assert_eq!(gw.metric("palisade_basic_auth_denied_invalid"), Some(10.0));
     // {SHA} is accepted with a warning naming the user; no hash is ever logged.
     let log = gw.log();
     assert!(
