@@ -161,6 +161,13 @@ impl JwksSource {
         })
     }
 
+    /// Whether a fetch is due or in flight (a refresh is on its way).
+    pub fn fetch_pending(&self, host: &impl Host) -> bool {
+        let s = self.schedule(host);
+        let now = host.now_ms();
+        now >= s.next_due_ms || now < s.lease_until_ms
+    }
+
     /// The request headers of a fetch.
     pub fn request<'a>(&'a self, kind: &'a FetchKind) -> (&'a str, Vec<(&'a str, &'a str)>) {
         let endpoint = match kind {

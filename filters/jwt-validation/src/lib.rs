@@ -33,8 +33,34 @@ pub const NAME: &str = "jwt-validation";
 /// How often every VM looks at the shared fetch schedule.
 pub const TICK_MS: u32 = 250;
 
+/// At most this many requests per VM wait for a JWKS refresh at a time; more get 401 at once.
+const MAX_WAITERS: usize = 1024;
+
+/// What to do with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Let it through.
+    Continue,
+    /// It was answered (a denial).
+    Respond,
+    /// Its token has an unknown `kid` and a JWKS refresh is on its way: keep it paused until
+    /// [`JwtValidation::wake`] decides it again.
+    Wait,
+}
+
+/// A request paused until the keys change (or the refresh ends or times out).
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    context_id: u32,
+    until_ms: u64,
+    version: u64,
+}
+
 /// A token without `exp` (when allowed) stays in the verification cache at most this long.
 const NO_EXP_CACHE_MS: u64 = 300_000;
+
+/// The request waits for keys.
+struct Wait;
 
 /// What was decided about a valid token; cached per VM.
 #[derive(Debug)]
@@ -109,6 +135,7 @@ struct Metrics {
     jwks_fetched: Counter,
     jwks_fetch_failed: Counter,
     jwks_refresh_requested: Counter,
+    kid_waits: Counter,
 }
 
 /// The compiled policy of one VM.
@@ -117,6 +144,7 @@ pub struct JwtValidation {
     local: Option<Rc<KeySet>>,
     remote: Option<(JwksSource, CachedDocument<KeySet>)>,
     cache: RefCell<VerifyCache>,
+    waiters: RefCell<Vec<Waiter>>,
     metrics: Metrics,
 }
 
@@ -150,6 +178,7 @@ impl JwtValidation {
             jwks_fetched: counter(host, "jwks_fetched")?,
             jwks_fetch_failed: counter(host, "jwks_fetch_failed")?,
             jwks_refresh_requested: counter(host, "jwks_refresh_requested")?,
+            kid_waits: counter(host, "kid_waits")?,
         };
         let remote = config.remote.clone().map(|r| {
             let source = JwksSource::new(r);
@@ -162,6 +191,7 @@ impl JwtValidation {
             local,
             remote,
             cache: RefCell::new(VerifyCache::default()),
+            waiters: RefCell::new(Vec::new()),
             metrics,
         })
     }
@@ -196,16 +226,37 @@ impl JwtValidation {
         bearer(&self.config.source, raw)
     }
 
-    /// Decides on a request whose headers have arrived.
+    /// Decides on a request whose headers have arrived, without waiting for keys.
     pub fn on_request_headers(&self, host: &mut impl Host) -> Verdict {
+        match self.on_request(host, None) {
+            Decision::Continue => Verdict::Continue,
+            Decision::Respond | Decision::Wait => Verdict::Respond,
+        }
+    }
+
+    /// Decides on a request whose headers have arrived. With `context_id`, a token with an
+    /// unknown `kid` may wait for a JWKS refresh that is on its way ([`Decision::Wait`]).
+    pub fn on_request(&self, host: &mut impl Host, context_id: Option<u32>) -> Decision {
+        match self.decide_request(host, context_id) {
+            Ok(Verdict::Continue) => Decision::Continue,
+            Ok(Verdict::Respond) => Decision::Respond,
+            Err(Wait) => Decision::Wait,
+        }
+    }
+
+    fn decide_request(
+        &self,
+        host: &mut impl Host,
+        context_id: Option<u32>,
+    ) -> Result<Verdict, Wait> {
         let d = &self.config.denials;
         if self.config.allow_preflight && palisade_kit::cors::is_preflight(host) {
             self.metrics.preflight.inc(host);
-            return Verdict::Continue;
+            return Ok(Verdict::Continue);
         }
         let Some(token) = self.token(host) else {
             self.metrics.missing_token.inc(host);
-            return deny(host, &d.missing);
+            return Ok(deny(host, &d.missing));
         };
         let Some(keys) = self.keys(host) else {
             self.metrics.unavailable.inc(host);
@@ -213,7 +264,7 @@ impl JwtValidation {
                 LogLevel::Warn,
                 "jwt-validation: no usable keys (JWKS never loaded or too stale)",
             );
-            return deny(host, &d.unavailable);
+            return Ok(deny(host, &d.unavailable));
         };
         let now_ms = host.now_ms();
         let digest = palisade_kit::secret::sha256(token.as_bytes());
@@ -227,7 +278,7 @@ impl JwtValidation {
                 outcome
             }
             None => match verify::validate(&token, &keys, &self.config, now_ms / 1000) {
-                Err(reason) => return self.reject(host, reason),
+                Err(reason) => return self.reject(host, reason, context_id),
                 Ok(valid) => {
                     let outcome = Rc::new(self.decide(valid.claims));
                     let expires_ms = valid
@@ -244,7 +295,7 @@ impl JwtValidation {
                 }
             },
         };
-        match &*outcome {
+        Ok(match &*outcome {
             Outcome::Forbidden(why) => {
                 self.metrics.forbidden.inc(host);
                 let denial = match why {
@@ -272,14 +323,34 @@ impl JwtValidation {
                 self.metrics.allowed.inc(host);
                 Verdict::Continue
             }
-        }
+        })
     }
 
-    fn reject(&self, host: &mut impl Host, reason: Invalid) -> Verdict {
+    fn reject(
+        &self,
+        host: &mut impl Host,
+        reason: Invalid,
+        context_id: Option<u32>,
+    ) -> Result<Verdict, Wait> {
         if reason == Invalid::UnknownKid {
             if let Some((source, _)) = &self.remote {
                 if matches!(source.request_refresh(host), Ok(true)) {
                     self.metrics.jwks_refresh_requested.inc(host);
+                }
+                // A refresh is due or in flight: the new key may be in it.
+                if let Some(context_id) = context_id {
+                    let mut waiters = self.waiters.borrow_mut();
+                    if waiters.len() < MAX_WAITERS && source.fetch_pending(host) {
+                        waiters.push(Waiter {
+                            context_id,
+                            until_ms: host.now_ms()
+                                + u64::from(source.remote.timeout_ms)
+                                + jwks::LEASE_SLACK_MS,
+                            version: source.doc.version(host).unwrap_or(0),
+                        });
+                        self.metrics.kid_waits.inc(host);
+                        return Err(Wait);
+                    }
                 }
             }
         }
@@ -288,7 +359,45 @@ impl JwtValidation {
             LogLevel::Debug,
             &format!("jwt-validation: invalid token: {reason:?}"),
         );
-        deny(host, &self.config.denials.invalid)
+        Ok(deny(host, &self.config.denials.invalid))
+    }
+
+    /// Decides again on the requests waiting for keys, once new keys were published, the
+    /// refresh ended without them, or it took too long. `activate` makes a waiting request the
+    /// current one (false if it is gone); `resume` lets the current one continue.
+    pub fn wake(
+        &self,
+        host: &mut impl Host,
+        mut activate: impl FnMut(u32) -> bool,
+        mut resume: impl FnMut(),
+    ) {
+        let Some((source, _)) = &self.remote else {
+            return;
+        };
+        if self.waiters.borrow().is_empty() {
+            return;
+        }
+        let version = source.doc.version(host).unwrap_or(0);
+        let pending = source.fetch_pending(host);
+        let now = host.now_ms();
+        let ready: Vec<Waiter> = {
+            let mut waiters = self.waiters.borrow_mut();
+            let (ready, still): (Vec<Waiter>, Vec<Waiter>) = waiters
+                .iter()
+                .partition(|w| w.version != version || !pending || now >= w.until_ms);
+            *waiters = still;
+            ready
+        };
+        for waiter in ready {
+            if activate(waiter.context_id) && self.on_request_headers(host) == Verdict::Continue {
+                resume();
+            }
+        }
+    }
+
+    /// Number of requests waiting for keys.
+    pub fn waiting(&self) -> usize {
+        self.waiters.borrow().len()
     }
 
     fn decide(&self, claims: serde_json::Map<String, Value>) -> Outcome {
@@ -459,7 +568,8 @@ mod glue {
     //! request.
     use super::*;
     use palisade_kit::wasm::{
-        buffer_bytes, map_value, plugin_configuration, Buffer, HeaderMap, WasmHost,
+        buffer_bytes, map_value, plugin_configuration, resume_http_request, set_effective_context,
+        Buffer, HeaderMap, WasmHost,
     };
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, ContextType, Status};
@@ -489,8 +599,26 @@ mod glue {
     }
 
     struct Root {
+        context_id: u32,
         policy: Option<Rc<JwtValidation>>,
         in_flight: Option<InFlight>,
+    }
+
+    impl Root {
+        /// Decides again on requests waiting for keys, then makes the root current again.
+        fn wake_waiters(&self, policy: &JwtValidation) {
+            if policy.waiting() == 0 {
+                return;
+            }
+            policy.wake(
+                &mut WasmHost,
+                |id| set_effective_context(id).is_ok(),
+                || {
+                    let _ = resume_http_request();
+                },
+            );
+            let _ = set_effective_context(self.context_id);
+        }
     }
 
     impl Context for Root {
@@ -519,6 +647,7 @@ mod glue {
                 &body,
                 sdk_dispatch,
             );
+            self.wake_waiters(&policy);
         }
     }
 
@@ -550,12 +679,14 @@ mod glue {
         fn on_tick(&mut self) {
             if let Some(policy) = self.policy.clone() {
                 policy.tick(&WasmHost, &mut self.in_flight, sdk_dispatch);
+                self.wake_waiters(&policy);
             }
         }
 
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
             Some(Box::new(Stream {
                 policy: self.policy.clone(),
+                context_id,
             }))
         }
 
@@ -566,6 +697,7 @@ mod glue {
 
     struct Stream {
         policy: Option<Rc<JwtValidation>>,
+        context_id: u32,
     }
 
     impl Context for Stream {}
@@ -582,16 +714,16 @@ mod glue {
                 let _ = denial.send(&mut host);
                 return Action::Pause;
             };
-            match policy.on_request_headers(&mut host) {
-                Verdict::Continue => Action::Continue,
-                Verdict::Respond => Action::Pause,
+            match policy.on_request(&mut host, Some(self.context_id)) {
+                Decision::Continue => Action::Continue,
+                Decision::Respond | Decision::Wait => Action::Pause,
             }
         }
     }
 
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| Box::new(Root { policy: None, in_flight: None }));
+        proxy_wasm::set_root_context(|context_id| Box::new(Root { context_id, policy: None, in_flight: None }));
     }}
 }
 

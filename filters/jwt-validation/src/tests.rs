@@ -610,3 +610,67 @@ fn keys_without_kid_verify_tokens_with_one() {
         "invalid_token",
     );
 }
+
+#[test]
+fn an_unknown_kid_waits_for_the_refresh_it_brought_forward() {
+    let envoy = TestEnvoy::new(1);
+    envoy.add_cluster("idp");
+    let old = Signer::new();
+    let p = policy(&envoy, &remote_config());
+    assert!(tick(&envoy, &p, 0, Some((200, &old.jwks()))));
+    let rotated = Signer {
+        es: ES256KeyPair::generate().with_key_id("es-2"),
+        ed: Ed25519KeyPair::generate().with_key_id("ed-2"),
+    };
+    let token = rotated.es256(now_s(&envoy), json!({}));
+    let mut waiting = envoy.request(0);
+    waiting.add_header("authorization", &format!("Bearer {token}"));
+    assert_eq!(p.on_request(&mut waiting, Some(7)), Decision::Wait);
+    assert!(waiting.response().is_none());
+    assert_eq!(p.waiting(), 1);
+    // Nothing changed yet: it keeps waiting.
+    p.wake(&mut waiting, |_| panic!("woken too early"), || panic!());
+    assert!(tick(&envoy, &p, 0, Some((200, &rotated.jwks()))));
+    let mut resumed = false;
+    p.wake(
+        &mut waiting,
+        |id| {
+            assert_eq!(id, 7);
+            true
+        },
+        || resumed = true,
+    );
+    assert!(
+        resumed && waiting.response().is_none(),
+        "let through with the new key"
+    );
+    assert_eq!(p.waiting(), 0);
+
+    // Another unknown kid right after: no refresh is on its way, so 401 at once.
+    let stray = Signer::new().es256(now_s(&envoy), json!({}));
+    let mut r = envoy.request(0);
+    r.add_header("authorization", &format!("Bearer {stray}"));
+    assert_eq!(p.on_request(&mut r, Some(8)), Decision::Respond);
+    assert_eq!(r.response().unwrap().status, 401);
+}
+
+#[test]
+fn a_failed_refresh_answers_its_waiters_with_401() {
+    let envoy = TestEnvoy::new(1);
+    envoy.add_cluster("idp");
+    let old = Signer::new();
+    let p = policy(&envoy, &remote_config());
+    assert!(tick(&envoy, &p, 0, Some((200, &old.jwks()))));
+    let token = Signer {
+        es: ES256KeyPair::generate().with_key_id("es-9"),
+        ed: Ed25519KeyPair::generate().with_key_id("ed-9"),
+    }
+    .es256(now_s(&envoy), json!({}));
+    let mut waiting = envoy.request(0);
+    waiting.add_header("authorization", &format!("Bearer {token}"));
+    assert_eq!(p.on_request(&mut waiting, Some(3)), Decision::Wait);
+    assert!(tick(&envoy, &p, 0, Some((500, "oops"))));
+    p.wake(&mut waiting, |_| true, || panic!("must not pass"));
+    assert_eq!(waiting.response().unwrap().status, 401);
+    assert_eq!(envoy.counter("palisade.jwt_validation.kid_waits"), 1);
+}
