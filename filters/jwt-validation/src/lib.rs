@@ -260,8 +260,9 @@ impl JwtValidation {
         };
         let Some(keys) = self.keys(host) else {
             self.metrics.unavailable.inc(host);
+            // Per request, so not above debug: fetch failures are logged when they happen.
             host.log(
-                LogLevel::Warn,
+                LogLevel::Debug,
                 "jwt-validation: no usable keys (JWKS never loaded or too stale)",
             );
             return Ok(deny(host, &d.unavailable));

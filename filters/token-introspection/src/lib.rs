@@ -260,7 +260,7 @@ impl TokenIntrospection {
     /// The call could not be started: fail closed.
     pub fn call_failed(&self, host: &mut impl Host, why: &str) -> Verdict {
         host.log(
-            LogLevel::Error,
+            LogLevel::Warn,
             &format!(
                 "token-introspection: cannot call cluster {:?}: {why}",
                 self.config.cluster
@@ -291,8 +291,9 @@ impl TokenIntrospection {
             .flatten()
             .filter(|m| m.get("active").is_some_and(Value::is_boolean));
         let Some(fields) = parsed else {
+            // Per request, so not above debug (counted in `unavailable`).
             host.log(
-                LogLevel::Warn,
+                LogLevel::Debug,
                 &format!(
                     "token-introspection: unusable answer (status {})",
                     status.map_or("none".into(), |s| s.to_string())
