@@ -769,6 +769,65 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_header_values_never_panic() {
+        let envoy = TestEnvoy::new(1);
+        let pieces = [
+            "",
+            "https",
+            "://",
+            "null",
+            "*",
+            ".",
+            "*.",
+            "example.com",
+            ":",
+            "443",
+            "0",
+            "99999",
+            "[",
+            "]",
+            "::1",
+            "/",
+            " ",
+            ",",
+            "\u{e9}",
+            "\u{1F600}",
+            "A",
+            "%2F",
+            "@",
+            "\t",
+        ];
+        let public = policy(&envoy, json!({"supportCredentials": true}));
+        let groups = policy(&envoy, shop());
+        let mut n = 0;
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let origin = format!("{a}{b}{c}");
+                    for cors in [&public, &groups] {
+                        for method in ["GET", "OPTIONS"] {
+                            let mut r = request(
+                                &envoy,
+                                method,
+                                &[
+                                    ("origin", &origin),
+                                    ("access-control-request-method", &origin),
+                                    ("access-control-request-headers", &origin),
+                                ],
+                            );
+                            let (_, stream) = cors.on_request_headers(&mut r);
+                            let mut headers = Headers::with(&[("vary", &origin)]);
+                            cors.on_response_headers(&stream, &mut headers);
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(n, pieces.len().pow(3) * 4);
+    }
+
+    #[test]
     fn configure_errors_name_the_field() {
         let envoy = TestEnvoy::new(1);
         let err = Cors::configure(
