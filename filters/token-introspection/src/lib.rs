@@ -9,30 +9,33 @@ pub mod config;
 
 use config::{Config, Criteria};
 use palisade_kit::address::AddressSource;
-use palisade_kit::identity::Identity;
+use palisade_kit::identity::{Identity, PROPERTY_PATH};
 use palisade_kit::metrics::Counter;
 use palisade_kit::selector::Selector;
 use palisade_kit::shared::SlotCache;
 use palisade_kit::{ConfigError, Denial, Host, LogLevel, Verdict};
 use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 /// The policy name.
 pub const NAME: &str = "token-introspection";
 
-/// The response members RFC 7662 defines (section 2.2).
-const STANDARD_FIELDS: [&str; 12] = [
-    "active",
-    "scope",
-    "client_id",
-    "username",
-    "token_type",
-    "exp",
-    "iat",
-    "nbf",
-    "sub",
-    "aud",
-    "iss",
-    "jti",
+/// The `x-agw-*` headers of the response members RFC 7662 defines (section 2.2).
+const STANDARD_HEADERS: [&str; 12] = [
+    "x-agw-active",
+    "x-agw-scope",
+    "x-agw-client_id",
+    "x-agw-username",
+    "x-agw-token_type",
+    "x-agw-exp",
+    "x-agw-iat",
+    "x-agw-nbf",
+    "x-agw-sub",
+    "x-agw-aud",
+    "x-agw-iss",
+    "x-agw-jti",
 ];
 
 /// The largest introspection response accepted.
@@ -64,6 +67,54 @@ pub enum Answer {
     Active(Map<String, Value>, Option<u64>),
 }
 
+/// An answer turned into what to do with a request, prepared once per VM and reused for every
+/// request with the same token while it is cached.
+#[derive(Debug, Clone, PartialEq)]
+enum Prepared {
+    Unavailable,
+    Invalid,
+    Forbidden,
+    Allowed {
+        /// `x-agw-*` headers to set (with `exposeHeaders`).
+        headers: Vec<(String, String)>,
+        /// The serialized identity for later policies.
+        identity: Vec<u8>,
+    },
+}
+
+/// This VM's copy of recent answers, in front of the shared cache: a hit costs no shared-data
+/// read and no JSON parsing. Entries expire with the shared ones; the map is bounded.
+#[derive(Default)]
+struct LocalCache {
+    entries: HashMap<String, (u64, Rc<Prepared>)>,
+}
+
+impl LocalCache {
+    fn get(&mut self, key: &str, now: u64) -> Option<Rc<Prepared>> {
+        let (expires, prepared) = self.entries.get(key)?;
+        if *expires > now {
+            return Some(prepared.clone());
+        }
+        self.entries.remove(key);
+        None
+    }
+
+    fn put(&mut self, key: &str, expires: u64, prepared: Rc<Prepared>, capacity: usize, now: u64) {
+        if capacity == 0 || expires <= now {
+            return;
+        }
+        if self.entries.len() >= capacity {
+            self.entries.retain(|_, (e, _)| *e > now);
+        }
+        if self.entries.len() >= capacity {
+            if let Some(victim) = self.entries.keys().next().cloned() {
+                self.entries.remove(&victim);
+            }
+        }
+        self.entries.insert(key.to_owned(), (expires, prepared));
+    }
+}
+
 /// Whether a request leads the introspection of its token or waits for another one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -77,7 +128,7 @@ pub enum Role {
 /// requests with the same uncached token make one call per VM instead of one each.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    pending: std::collections::HashMap<String, Vec<u32>>,
+    pending: HashMap<String, Vec<u32>>,
 }
 
 impl InFlight {
@@ -127,6 +178,7 @@ struct Metrics {
 pub struct TokenIntrospection {
     config: Config,
     cache: Option<SlotCache>,
+    local: RefCell<LocalCache>,
     metrics: Metrics,
 }
 
@@ -204,6 +256,7 @@ impl TokenIntrospection {
         Ok(TokenIntrospection {
             config,
             cache,
+            local: RefCell::new(LocalCache::default()),
             metrics,
         })
     }
@@ -242,9 +295,15 @@ impl TokenIntrospection {
             return Start::Done(deny(host, &self.config.denials.missing));
         };
         let key = hex(&palisade_kit::secret::sha256(token.as_bytes()));
+        let now = host.now_ms();
+        let local = self.local.borrow_mut().get(&key, now);
+        if let Some(prepared) = local {
+            self.metrics.cache_hit.inc(host);
+            return Start::Done(self.apply_prepared(host, &prepared));
+        }
         if let Some(cache) = &self.cache {
             if let Ok(Some(entry)) = cache.get(host, &key) {
-                if let Some(verdict) = self.apply_cached(host, &entry) {
+                if let Some(verdict) = self.apply_cached(host, &key, &entry) {
                     self.metrics.cache_hit.inc(host);
                     return Start::Done(verdict);
                 }
@@ -322,25 +381,20 @@ impl TokenIntrospection {
                 let _ = cache.put(host, key, &entry);
             }
         }
-        if active {
+        let answer = if active {
             Answer::Active(fields, exp_ms)
         } else {
             Answer::Inactive
-        }
+        };
+        let prepared = Rc::new(self.prepare(&answer, now));
+        self.remember(key, expires, prepared, now);
+        answer
     }
 
     /// Decides on the current request from an answer.
     pub fn apply_answer(&self, host: &mut impl Host, answer: &Answer) -> Verdict {
-        match answer {
-            Answer::Unavailable => {
-                self.metrics.unavailable.inc(host);
-                deny(host, &self.config.denials.unavailable)
-            }
-            Answer::Inactive => self.apply(host, None, None, host.now_ms()),
-            Answer::Active(fields, exp_ms) => {
-                self.apply(host, Some(fields), *exp_ms, host.now_ms())
-            }
-        }
+        let prepared = self.prepare(answer, host.now_ms());
+        self.apply_prepared(host, &prepared)
     }
 
     /// Counts a request that waited for another request's call.
@@ -348,35 +402,41 @@ impl TokenIntrospection {
         self.metrics.coalesced.inc(host);
     }
 
-    /// Applies a cached entry; `None` if it expired (ask again).
-    fn apply_cached(&self, host: &mut impl Host, entry: &[u8]) -> Option<Verdict> {
+    fn remember(&self, key: &str, expires: u64, prepared: Rc<Prepared>, now: u64) {
+        let capacity = self.config.max_entries as usize;
+        self.local
+            .borrow_mut()
+            .put(key, expires, prepared, capacity, now);
+    }
+
+    /// Applies a shared cache entry (`expires_ms | answer body`, empty body: inactive) and keeps
+    /// it in this VM; `None` if it expired (ask again).
+    fn apply_cached(&self, host: &mut impl Host, key: &str, entry: &[u8]) -> Option<Verdict> {
         let expires = u64::from_le_bytes(entry.get(..8)?.try_into().ok()?);
         let now = host.now_ms();
         if expires <= now {
             return None;
         }
         let body = &entry[8..];
-        if body.is_empty() {
-            return Some(self.apply(host, None, None, now));
-        }
-        let fields: Map<String, Value> = serde_json::from_slice(body).ok()?;
-        Some(self.apply(host, Some(&fields), None, now))
+        let answer = if body.is_empty() {
+            Answer::Inactive
+        } else {
+            Answer::Active(serde_json::from_slice(body).ok()?, None)
+        };
+        let prepared = Rc::new(self.prepare(&answer, now));
+        self.remember(key, expires, prepared.clone(), now);
+        Some(self.apply_prepared(host, &prepared))
     }
 
-    fn apply(
-        &self,
-        host: &mut impl Host,
-        active: Option<&Map<String, Value>>,
-        exp_ms: Option<u64>,
-        now: u64,
-    ) -> Verdict {
-        let Some(fields) = active else {
-            self.metrics.invalid_token.inc(host);
-            return deny(host, &self.config.denials.invalid);
+    /// Turns an answer into what to do with requests carrying the token.
+    fn prepare(&self, answer: &Answer, now: u64) -> Prepared {
+        let (fields, exp_ms) = match answer {
+            Answer::Unavailable => return Prepared::Unavailable,
+            Answer::Inactive => return Prepared::Invalid,
+            Answer::Active(fields, exp_ms) => (fields, exp_ms),
         };
         if exp_ms.is_some_and(|e| e <= now) {
-            self.metrics.invalid_token.inc(host);
-            return deny(host, &self.config.denials.invalid);
+            return Prepared::Invalid;
         }
         if !self.config.scopes.is_empty() {
             let granted: Vec<&str> = fields
@@ -390,17 +450,11 @@ impl TokenIntrospection {
                 Criteria::OR => self.config.scopes.iter().any(has),
             };
             if !ok {
-                self.metrics.forbidden.inc(host);
-                return deny(host, &self.config.denials.scope);
+                return Prepared::Forbidden;
             }
         }
+        let mut headers = Vec::new();
         if self.config.expose_headers {
-            // A client must not pass off its own `x-agw-*` headers as the server's: the
-            // RFC 7662 fields are removed whether or not this answer has them (other fields
-            // are replaced when the answer has them).
-            for field in STANDARD_FIELDS {
-                host.remove_request_header(&format!("x-agw-{field}"));
-            }
             for (name, value) in fields {
                 let value = match value {
                     Value::String(s) => s.clone(),
@@ -413,10 +467,7 @@ impl TokenIntrospection {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 let value_ok = value.bytes().all(|b| (b' '..=b'~').contains(&b));
                 if name_ok && value_ok && !name.is_empty() {
-                    host.set_request_header(
-                        &format!("x-agw-{}", name.to_ascii_lowercase()),
-                        &value,
-                    );
+                    headers.push((format!("x-agw-{}", name.to_ascii_lowercase()), value));
                 }
             }
         }
@@ -428,11 +479,45 @@ impl TokenIntrospection {
             claims: fields.clone(),
             ..Identity::default()
         };
-        if identity.publish(host).is_err() {
-            host.log(LogLevel::Warn, "token-introspection: identity not recorded");
+        Prepared::Allowed {
+            headers,
+            identity: serde_json::to_vec(&identity).unwrap_or_default(),
         }
-        self.metrics.allowed.inc(host);
-        Verdict::Continue
+    }
+
+    fn apply_prepared(&self, host: &mut impl Host, prepared: &Prepared) -> Verdict {
+        match prepared {
+            Prepared::Unavailable => {
+                self.metrics.unavailable.inc(host);
+                deny(host, &self.config.denials.unavailable)
+            }
+            Prepared::Invalid => {
+                self.metrics.invalid_token.inc(host);
+                deny(host, &self.config.denials.invalid)
+            }
+            Prepared::Forbidden => {
+                self.metrics.forbidden.inc(host);
+                deny(host, &self.config.denials.scope)
+            }
+            Prepared::Allowed { headers, identity } => {
+                if self.config.expose_headers {
+                    // A client must not pass off its own `x-agw-*` headers as the server's:
+                    // the RFC 7662 fields are removed whether or not this answer has them
+                    // (other fields are replaced when the answer has them).
+                    for header in STANDARD_HEADERS {
+                        host.remove_request_header(header);
+                    }
+                    for (name, value) in headers {
+                        host.set_request_header(name, value);
+                    }
+                }
+                if host.set_property(PROPERTY_PATH, identity).is_err() {
+                    host.log(LogLevel::Warn, "token-introspection: identity not recorded");
+                }
+                self.metrics.allowed.inc(host);
+                Verdict::Continue
+            }
+        }
     }
 }
 
