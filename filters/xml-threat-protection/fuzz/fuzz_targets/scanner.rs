@@ -1,0 +1,44 @@
+//! `cargo +nightly fuzz run scanner` (from filters/xml-threat-protection): any input, any
+//! limits and any chunking must never panic, and chunking must never change the verdict.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use palisade_kit::body::BodyScanner;
+use xml_threat_protection::scanner::{scan, Limits, XmlScanner};
+
+fuzz_target!(|data: &[u8]| {
+    // The first bytes choose the limits and the chunk sizes; the rest is the document.
+    let Some((&[l, m, c1, c2], doc)) = data.split_first_chunk::<4>().map(|(h, d)| (h, d)) else {
+        return;
+    };
+    let pick = |bits: u8| (bits & 3 != 0).then_some(u64::from(bits & 7));
+    let limits = Limits {
+        max_depth: pick(l),
+        max_attributes: pick(l >> 2),
+        max_namespaces: pick(l >> 4),
+        max_children: pick(l >> 5),
+        max_text: pick(m),
+        max_attribute_length: pick(m >> 2),
+        max_comment: pick(m >> 4),
+        max_name: pick(m >> 5).map(|n| n + 1),
+        allow_dtd: l & 0x80 != 0,
+        max_entity_expansion: u64::from(c1) * 4,
+    };
+    let whole = scan(limits, doc);
+    let sizes = [usize::from(c1 % 17) + 1, usize::from(c2 % 5) + 1];
+    let mut s = XmlScanner::new(limits);
+    let mut rest = doc;
+    let mut k = 0;
+    let chunked = loop {
+        if rest.is_empty() {
+            break s.finish();
+        }
+        let (chunk, tail) = rest.split_at(sizes[k % 2].min(rest.len()));
+        k += 1;
+        rest = tail;
+        if let Err(v) = s.feed(chunk) {
+            break Err(v);
+        }
+    };
+    assert_eq!(whole, chunked);
+});
