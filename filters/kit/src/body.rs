@@ -311,7 +311,14 @@ impl<S: BodyScanner> BodyStream<S> {
                     return self.reject(rules, host, &v);
                 }
             }
-            let chunk = read(start as usize, (buffered - start) as usize);
+            let want = (buffered - start) as usize;
+            let chunk = read(start as usize, want);
+            if chunk.len() != want {
+                // The host did not hand over the bytes it reported: fail closed rather than let
+                // unscanned bytes through.
+                let v = Violation::limit(start, "the body could not be read for inspection");
+                return self.reject(rules, host, &v);
+            }
             self.scanned += chunk.len() as u64;
             if let Err(violation) = scanner.feed(&chunk) {
                 return self.reject(rules, host, &violation);
@@ -608,6 +615,21 @@ mod tests {
         assert_eq!(envoy.counter("palisade.bang.skipped"), 1);
         let (steps, _) = run(&envoy, &p, Some("application/json"), &[], false);
         assert_eq!(steps, [Step::Continue]);
+    }
+
+    #[test]
+    fn a_body_the_host_cannot_hand_over_is_rejected() {
+        let envoy = TestEnvoy::new(1);
+        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
+        let mut req = envoy.request(0);
+        let mut stream = BodyStream::default();
+        assert_eq!(stream.on_headers(&p, &mut req, false), Step::Continue);
+        let step = stream.on_body(&p, &mut req, 4, true, |_, _| b"ab".to_vec());
+        assert_eq!(step, Step::Denied);
+        assert_eq!(
+            req.response().unwrap().json()["message"],
+            "the body could not be read for inspection at byte 0"
+        );
     }
 
     #[test]
