@@ -8,8 +8,8 @@ use palisade_kit::{config, ConfigError, Denial, DenialOverride};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// Largest `maximumRequests`: the window is an exact log of request times, copied on every
-/// check, so it is meant for spike-sized limits.
+/// Largest `maximumRequests`: the window is an exact log of request times (one entry per
+/// millisecond with requests), copied on every check, so it is meant for spike-sized limits.
 pub const MAX_REQUESTS: u64 = 10_000;
 /// Longest window (one day).
 pub const MAX_PERIOD_MS: u64 = 24 * 3600 * 1000;

@@ -11,11 +11,16 @@ pub struct Limit {
     pub period_ms: u64,
 }
 
+/// Requests of one millisecond: `(time in ms since the epoch, how many)`.
+pub type Run = (u64, u16);
+
 /// One key's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyLog {
-    /// When the admitted requests of the current window arrived (ms since the epoch).
-    pub times: Vec<u64>,
+    /// When the admitted requests of the current window arrived, run-length encoded by
+    /// millisecond: a burst (what spike control is for) costs one entry per millisecond, not one
+    /// per request. Exact, unlike a sliding-window estimate.
+    pub times: Vec<Run>,
     /// One entry per waiting request: the time by which it will have left the queue for sure.
     /// Entries past their deadline are ignored, so a waiter whose worker never came back (a VM
     /// that died) cannot hold a queue place forever.
@@ -40,7 +45,7 @@ impl KeyLog {
     /// Forgets requests that left the window and waiters past their deadline.
     pub fn prune(&mut self, limit: Limit, now: u64) {
         self.times
-            .retain(|t| t.saturating_add(limit.period_ms) > now);
+            .retain(|(t, n)| *n > 0 && t.saturating_add(limit.period_ms) > now);
         self.waiters.retain(|d| *d > now);
     }
 
@@ -48,17 +53,27 @@ impl KeyLog {
     fn oldest_exit_ms(&self, limit: Limit, now: u64) -> u64 {
         self.times
             .iter()
+            .map(|(t, _)| *t)
             .min()
             .map_or(0, |t| t.saturating_add(limit.period_ms).saturating_sub(now))
     }
 
+    /// Requests logged (call [`KeyLog::prune`] first to count the current window only).
+    pub fn count(&self) -> u64 {
+        self.times.iter().map(|(_, n)| u64::from(*n)).sum()
+    }
+
     /// Logs a request at `now` if it fits (call [`KeyLog::prune`] first).
     pub fn admit(&mut self, limit: Limit, now: u64) -> Admission {
-        let fits = (self.times.len() as u64) < limit.max;
+        let count = self.count();
+        let fits = count < limit.max;
         if fits {
-            self.times.push(now);
+            match self.times.last_mut() {
+                Some((t, n)) if *t == now && *n < u16::MAX => *n += 1,
+                _ => self.times.push((now, 1)),
+            }
         }
-        let remaining = limit.max.saturating_sub(self.times.len() as u64);
+        let remaining = limit.max.saturating_sub(count + u64::from(fits));
         Admission {
             allowed: fits,
             limit: limit.max,
@@ -83,22 +98,21 @@ impl KeyLog {
         let last = self
             .times
             .iter()
+            .map(|(t, _)| *t)
             .max()
             .map_or(0, |t| t.saturating_add(limit.period_ms));
         last.max(self.waiters.iter().copied().max().unwrap_or(0))
     }
 
-    /// `live_until (u64) | times count (u32) | times (u64 each) | waiters count (u32) | waiters`,
-    /// little endian.
+    /// `live_until (u64) | runs count (u32) | runs | waiters count (u32) | waiters`, little
+    /// endian, 8 bytes per run (`time << 16 | count`: times fit 48 bits until the year 10889) and
+    /// per waiter.
     pub fn encode(&self, limit: Limit) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + 8 * (self.times.len() + self.waiters.len()));
         out.extend_from_slice(&self.live_until(limit).to_le_bytes());
-        for list in [&self.times, &self.waiters] {
-            out.extend_from_slice(&(list.len().min(u32::MAX as usize) as u32).to_le_bytes());
-            for v in list.iter() {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
+        let runs = self.times.iter().map(|(t, n)| (t << 16) | u64::from(*n));
+        push_list(&mut out, self.times.len(), runs);
+        push_list(&mut out, self.waiters.len(), self.waiters.iter().copied());
         out
     }
 
@@ -116,9 +130,19 @@ impl KeyLog {
                     .collect(),
             )
         };
-        let times = list(bytes)?;
+        let times = list(bytes)?
+            .into_iter()
+            .map(|v| (v >> 16, (v & 0xffff) as u16))
+            .collect();
         let waiters = list(bytes)?;
         Some(KeyLog { times, waiters })
+    }
+}
+
+fn push_list(out: &mut Vec<u8>, len: usize, values: impl Iterator<Item = u64>) {
+    out.extend_from_slice(&(len.min(u32::MAX as usize) as u32).to_le_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
     }
 }
 
@@ -163,7 +187,34 @@ mod tests {
         log.prune(l, T0 + 1000);
         let a = log.admit(l, T0 + 1000);
         assert_eq!((a.allowed, a.reset_ms), (true, 600));
-        assert_eq!(log.times, vec![T0 + 600, T0 + 1000]);
+        assert_eq!(log.times, vec![(T0 + 600, 1), (T0 + 1000, 1)]);
+    }
+
+    #[test]
+    fn bursts_in_one_millisecond_are_one_entry_and_leave_together() {
+        let mut log = KeyLog::default();
+        let l = Limit {
+            max: 5,
+            period_ms: 1000,
+        };
+        for _ in 0..3 {
+            assert!(log.admit(l, T0).allowed);
+        }
+        assert!(log.admit(l, T0 + 1).allowed);
+        assert!(log.admit(l, T0 + 1).allowed);
+        assert_eq!(log.times, vec![(T0, 3), (T0 + 1, 2)]);
+        let a = log.admit(l, T0 + 2);
+        assert_eq!((a.allowed, a.reset_ms), (false, 998));
+        // The first millisecond's three leave at once: three fit again.
+        log.prune(l, T0 + 1000);
+        assert_eq!(log.count(), 2);
+        for _ in 0..3 {
+            assert!(log.admit(l, T0 + 1000).allowed);
+        }
+        assert!(!log.admit(l, T0 + 1000).allowed);
+        let bytes = log.encode(l);
+        assert_eq!(bytes.len(), 8 + 4 + 2 * 8 + 4);
+        assert_eq!(KeyLog::decode(&bytes), Some(log));
     }
 
     #[test]
@@ -179,14 +230,14 @@ mod tests {
         log.prune(TWO_PER_SECOND, T0 + 10);
         assert_eq!(log.waiters, vec![T0 + 20]);
         assert_eq!(log.live_until(TWO_PER_SECOND), T0 + 20);
-        log.times.push(T0);
+        log.times.push((T0, 1));
         assert_eq!(log.live_until(TWO_PER_SECOND), T0 + 1000);
     }
 
     #[test]
     fn round_trips_and_rejects_garbage() {
         let log = KeyLog {
-            times: vec![1, 2, 3],
+            times: vec![(1, 1), (2, 7), (3, 1)],
             waiters: vec![9],
         };
         let bytes = log.encode(TWO_PER_SECOND);
