@@ -6,11 +6,12 @@ use palisade_tests::Filter;
 use serde_json::json;
 
 pub fn group() -> Group {
-    // The sliding log holds every request of the last period: at ~50k requests/s a 10 ms
-    // window holds ~500 entries, which every check reads and writes back.
+    // The sliding log keeps one entry per millisecond with requests: a 100 ms window holds about
+    // 100 entries, which every check reads and writes back. 10,000 per 100 ms is above what the
+    // benchmark reaches, so nothing is delayed.
     let policy = Filter::wasm(
         "spike-control",
-        json!({"maximumRequests": 10_000, "timePeriodInMilliseconds": 10,
+        json!({"maximumRequests": 10_000, "timePeriodInMilliseconds": 100,
                "delayTimeInMillis": 100, "delayAttempts": 1, "queuingLimit": 10})
         .to_string(),
     );
@@ -27,7 +28,7 @@ pub fn group() -> Group {
     });
     Group {
         name: "spike-control",
-        about: "10,000 per 10 ms sliding window for the whole API, nothing delayed",
+        about: "10,000 per 100 ms sliding window for the whole API, nothing delayed",
         headers: vec![],
         rows: vec![
             bare(),
