@@ -181,17 +181,36 @@ fn b64(field: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
 }
 
 impl KeySet {
-    /// Parses a JWKS (`{"keys": [...]}`), keeping the keys usable with `algorithms`. Keys of
-    /// unknown types, curves, or with `use` other than `sig` are skipped; a document that is not
-    /// a JWKS, or a known key with broken material, is an error. At least one key must remain.
+    /// Parses a configured JWKS (`{"keys": [...]}`), keeping the keys usable with
+    /// `algorithms`. Keys of unknown types, curves, or with `use` other than `sig` are skipped;
+    /// a document that is not a JWKS, or a known key with broken material, is an error (a
+    /// configuration is fixed: fail closed). At least one key must remain.
     pub fn parse(json: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
+        Self::parse_with(json, algorithms, true)
+    }
+
+    /// Parses a fetched JWKS like [`KeySet::parse`], except that a key with broken or
+    /// unsupported material (e.g. only an `x5c` chain) is skipped rather than failing the whole
+    /// document: one odd key at the provider must not take every other key down.
+    pub fn parse_fetched(json: &[u8], algorithms: &[Algorithm]) -> Result<KeySet, String> {
+        Self::parse_with(json, algorithms, false)
+    }
+
+    fn parse_with(json: &[u8], algorithms: &[Algorithm], strict: bool) -> Result<KeySet, String> {
         let raw: RawJwks =
             serde_json::from_slice(json).map_err(|e| format!("not a JWKS document: {e}"))?;
         let mut keys = Vec::new();
         for (i, value) in raw.keys.into_iter().enumerate() {
-            let jwk: RawJwk =
-                serde_json::from_value(value).map_err(|e| format!("keys[{i}]: not a JWK: {e}"))?;
-            add_jwk(&mut keys, &jwk, algorithms).map_err(|e| format!("keys[{i}]: {e}"))?;
+            let added = serde_json::from_value::<RawJwk>(value)
+                .map_err(|e| format!("keys[{i}]: not a JWK: {e}"))
+                .and_then(|jwk| {
+                    add_jwk(&mut keys, &jwk, algorithms).map_err(|e| format!("keys[{i}]: {e}"))
+                });
+            if let Err(e) = added {
+                if strict {
+                    return Err(e);
+                }
+            }
         }
         if keys.is_empty() {
             return Err("no key usable with the configured algorithms".into());

@@ -212,7 +212,7 @@ impl JwtValidation {
         let hmac = &self.config.local;
         let (set, published) = cached
             .get(host, |bytes| {
-                let mut set = KeySet::parse(bytes, algorithms).ok()?;
+                let mut set = KeySet::parse_fetched(bytes, algorithms).ok()?;
                 set.extend(hmac);
                 Some(set)
             })
@@ -524,7 +524,7 @@ impl JwtValidation {
                 }
                 Err(why) => failure(why),
             },
-            FetchKind::Jwks(_) => match KeySet::parse(body, &self.config.algorithms) {
+            FetchKind::Jwks(_) => match KeySet::parse_fetched(body, &self.config.algorithms) {
                 Ok(set) => match source.doc.publish(host, body) {
                     Ok(_) => {
                         host.log(

@@ -674,3 +674,25 @@ fn a_failed_refresh_answers_its_waiters_with_401() {
     assert_eq!(waiting.response().unwrap().status, 401);
     assert_eq!(envoy.counter("palisade.jwt_validation.kid_waits"), 1);
 }
+
+#[test]
+fn a_fetched_jwks_skips_broken_keys_a_configured_one_is_refused() {
+    let algs = keys::Algorithm::ASYMMETRIC;
+    let s = Signer::new();
+    let mut doc: serde_json::Value = serde_json::from_str(&s.jwks()).unwrap();
+    // An x5c-only RSA key (no n/e) and a key with broken coordinates.
+    doc["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "RSA", "kid": "x5c-only", "x5c": ["MIIB"]}));
+    doc["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}));
+    let text = doc.to_string();
+    assert_eq!(
+        KeySet::parse_fetched(text.as_bytes(), &algs).unwrap().len(),
+        2
+    );
+    assert!(KeySet::parse(text.as_bytes(), &algs).is_err());
+}
