@@ -71,6 +71,8 @@ fn real_provider_tokens_rsa_and_ec_with_discovery_scopes_and_claims() {
             "audiences": ["orders"],
             "discovery": true,
             "jwks": {"cluster": "idp"},
+            // oidc-provider issues RFC 9068 access tokens.
+            "requiredType": "at+jwt",
             "requiredScopes": ["orders:read"],
             "requiredClaims": {"client_id": ["orders-client", "reader-client"]},
             "claimsToHeaders": {"sub": "x-client-sub", "client_id": "x-client-id"},

@@ -24,6 +24,7 @@ struct Raw {
     clock_skew_seconds: u64,
     #[serde(default = "yes")]
     require_expiration: bool,
+    required_type: Option<String>,
     #[serde(default = "default_source")]
     token_source: Selector,
     #[serde(default)]
@@ -168,6 +169,9 @@ pub struct Config {
     pub skew_s: u64,
     /// Whether a token without `exp` is rejected.
     pub require_exp: bool,
+    /// The JOSE header `typ` a token must have (compared case-insensitively), e.g. `at+jwt`
+    /// (RFC 9068 access tokens).
+    pub required_type: Option<String>,
     /// Where the token is read from.
     pub source: Selector,
     /// Required scopes.
@@ -220,6 +224,16 @@ impl Config {
         }
         if raw.clock_skew_seconds > 3600 {
             return Err(ConfigError::at("clockSkewSeconds", "must be at most 3600"));
+        }
+        if raw
+            .required_type
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::at(
+                "requiredType",
+                "expected a media type such as at+jwt",
+            ));
         }
         if raw.cache_entries > 100_000 {
             return Err(ConfigError::at("cacheEntries", "must be at most 100000"));
@@ -416,6 +430,7 @@ impl Config {
             algorithms,
             skew_s: raw.clock_skew_seconds,
             require_exp: raw.require_expiration,
+            required_type: raw.required_type,
             source: raw.token_source,
             scopes: raw.required_scopes,
             criteria: raw.scope_criteria,

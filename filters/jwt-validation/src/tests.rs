@@ -696,3 +696,21 @@ fn a_fetched_jwks_skips_broken_keys_a_configured_one_is_refused() {
     );
     assert!(KeySet::parse(text.as_bytes(), &algs).is_err());
 }
+
+#[test]
+fn a_required_typ_is_enforced() {
+    let envoy = TestEnvoy::new(1);
+    let s = Signer::new();
+    let p = policy(&envoy, &local(&s, json!({"requiredType": "at+jwt"})));
+    // jwt-simple signs with `typ: JWT`.
+    assert_status(
+        &bearer_req(&envoy, &p, &s.es256(now_s(&envoy), json!({}))),
+        401,
+        "invalid_token",
+    );
+    let lax = policy(&envoy, &local(&s, json!({"requiredType": "JWT"})));
+    assert_eq!(
+        bearer_req(&envoy, &lax, &s.es256(now_s(&envoy), json!({}))).0,
+        Verdict::Continue
+    );
+}

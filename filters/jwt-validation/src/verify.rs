@@ -84,6 +84,7 @@ pub fn validate(token: &str, keys: &KeySet, config: &Config, now_s: u64) -> Resu
         time_tolerance: Some(Duration::from_secs(config.skew_s)),
         artificial_time: Some(UnixTimeStamp::from_secs(now_s)),
         max_token_length: Some(MAX_TOKEN_BYTES),
+        required_signature_type: config.required_type.clone(),
         ..VerificationOptions::default()
     };
     let mut last = Invalid::NoKey;
