@@ -315,3 +315,23 @@ fn garbage_in_a_slot_is_treated_as_free_and_never_panics() {
         assert!(status(&req) < 500, "seed {seed}");
     }
 }
+
+#[test]
+fn a_denial_override_keeps_retry_after() {
+    let envoy = TestEnvoy::new(1);
+    let rl = limiter(
+        &envoy,
+        r#"{"rateLimits": [{"maximumRequests": 1, "timePeriodInMilliseconds": 5000}],
+            "denial": {"status": 503, "body": "slow down", "contentType": "text/plain"}}"#,
+    );
+    assert_eq!(status_of(&rl, envoy.request(0)), 200);
+    let mut req = envoy.request(0);
+    rl.on_request(&mut req);
+    let resp = req.response().unwrap();
+    assert_eq!(
+        (resp.status, resp.body.as_slice()),
+        (503, &b"slow down"[..])
+    );
+    assert_eq!(resp.header("content-type"), Some("text/plain"));
+    assert_eq!(resp.header("retry-after"), Some("5"));
+}
