@@ -573,30 +573,16 @@ mod glue {
         Buffer, HeaderMap, WasmHost,
     };
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType, Status};
-    use std::time::Duration;
+    use proxy_wasm::types::{Action, ContextType};
 
-    /// Starts an HTTP call through the SDK, which records the call so that its answer is
-    /// routed back to this root context (the kit's raw `WasmHost::dispatch_http_call` is not
-    /// recorded by the SDK's dispatcher, whose callback would then abort on the unknown token).
-    /// The SDK only panics on statuses Envoy's `httpCall` never returns (it returns Ok,
-    /// BadArgument or InternalFailure).
-    fn sdk_dispatch(
+    /// Starts an HTTP call (through the kit, whose call the SDK routes back to this root
+    /// context).
+    fn dispatch(
         cluster: &str,
         headers: &[(&str, &str)],
         timeout_ms: u32,
     ) -> Result<u32, HostError> {
-        proxy_wasm::hostcalls::dispatch_http_call(
-            cluster,
-            headers.to_vec(),
-            None,
-            vec![],
-            Duration::from_millis(u64::from(timeout_ms)),
-        )
-        .map_err(|s| match s {
-            Status::BadArgument => HostError::BadArgument,
-            other => HostError::Other(other as u32),
-        })
+        WasmHost.dispatch_http_call(cluster, headers, None, timeout_ms)
     }
 
     struct Root {
@@ -646,7 +632,7 @@ mod glue {
                 token,
                 status,
                 &body,
-                sdk_dispatch,
+                dispatch,
             );
             self.wake_waiters(&policy);
         }
@@ -679,7 +665,7 @@ mod glue {
 
         fn on_tick(&mut self) {
             if let Some(policy) = self.policy.clone() {
-                policy.tick(&WasmHost, &mut self.in_flight, sdk_dispatch);
+                policy.tick(&WasmHost, &mut self.in_flight, dispatch);
                 self.wake_waiters(&policy);
             }
         }

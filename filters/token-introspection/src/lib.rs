@@ -535,7 +535,6 @@ mod glue {
     use proxy_wasm::types::{Action, ContextType};
     use std::cell::RefCell;
     use std::rc::Rc;
-    use std::time::Duration;
 
     struct Root {
         policy: Option<Rc<TokenIntrospection>>,
@@ -657,21 +656,15 @@ mod glue {
                         return Action::Pause;
                     }
                     let (cluster, headers, timeout_ms) = policy.call_headers();
-                    // The SDK's dispatch records the call so that its answer comes back to this
-                    // context; it only panics on statuses Envoy's httpCall never returns.
-                    match self.dispatch_http_call(
-                        cluster,
-                        headers,
-                        Some(&body),
-                        vec![],
-                        Duration::from_millis(u64::from(timeout_ms)),
-                    ) {
+                    // The kit dispatches through the SDK, which routes the answer back to this
+                    // context.
+                    match host.dispatch_http_call(cluster, &headers, Some(&body), timeout_ms) {
                         Ok(_) => {
                             self.leading = Some(key);
                             Action::Pause
                         }
-                        Err(status) => {
-                            policy.call_failed(&mut host, &format!("{status:?}"));
+                        Err(e) => {
+                            policy.call_failed(&mut host, &e.to_string());
                             self.release_waiters(&policy, &key, &Answer::Unavailable);
                             Action::Pause
                         }
