@@ -252,3 +252,28 @@ fn an_answer_decides_every_waiting_request_alike() {
         1
     );
 }
+
+#[test]
+fn preflights_pass_and_other_schemes_are_missing_tokens() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({}));
+    let mut pre = envoy.request(0);
+    pre.add_header(":method", "OPTIONS")
+        .add_header("origin", "https://a.example")
+        .add_header("access-control-request-method", "GET");
+    assert_eq!(p.start(&mut pre), Start::Done(Verdict::Continue));
+    let strict = policy(&envoy, json!({"allowCorsPreflight": false}));
+    assert_eq!(strict.start(&mut pre), Start::Done(Verdict::Respond));
+    let mut basic = envoy.request(0);
+    basic.add_header("authorization", "Basic YTpi");
+    assert_eq!(p.start(&mut basic), Start::Done(Verdict::Respond));
+    assert_eq!(status(&basic), (401, "missing_token".into()));
+    // Another source, with the token in a query parameter.
+    let q = policy(&envoy, json!({"tokenSource": "query:access_token"}));
+    let mut r = envoy.request(0);
+    r.add_header(":path", "/x?access_token=abc");
+    let Start::Introspect { body, .. } = q.start(&mut r) else {
+        panic!("expected a call")
+    };
+    assert_eq!(body, b"token=abc&token_type_hint=access_token");
+}
