@@ -1,7 +1,8 @@
 //! `token-introspection` in a real Envoy against a real OpenID Provider (npm `oidc-provider`):
 //! active, revoked and unknown opaque tokens, scopes, Flex-style `x-agw-*` headers, cache hits
-//! proven by the provider's request count, the server down (503, fail closed), and refused
-//! configurations.
+//! proven by the provider's request count, one call per worker for concurrent requests, the
+//! server down, timing out, rejecting our credentials or answering garbage (503, fail closed),
+//! and refused configurations.
 
 #[path = "../oidc/harness.rs"]
 mod oidc;
@@ -188,6 +189,46 @@ fn server_down_or_rejecting_our_credentials_is_503() {
         gw.metric("palisade_token_introspection_unavailable"),
         Some(2.0)
     );
+}
+
+#[test]
+fn a_server_timing_out_or_answering_garbage_is_503() {
+    let op = Provider::start_slow_introspection(1_500);
+    let upstream = Upstream::start();
+    let token = op.token(ORDERS, "orders:read", None);
+    let slow = gateway(
+        &upstream,
+        op.0.port(),
+        json!({"authenticationTimeout": 200}),
+    );
+    let started = std::time::Instant::now();
+    assert_denied(
+        &slow.send(&bearer(&token)),
+        503,
+        "introspection_unavailable",
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1_400),
+        "the timeout applies"
+    );
+    // A JSON document that is not an introspection response (the provider's JWKS).
+    let garbage = GatewayBuilder::new()
+        .upstream(&upstream)
+        .cluster("idp", op.0.port())
+        .wasm(
+            "token-introspection",
+            config(
+                op.0.port(),
+                json!({"introspectionUrl": format!("http://127.0.0.1:{}/jwks", op.0.port())}),
+            ),
+        )
+        .start();
+    assert_denied(
+        &garbage.send_h2(&bearer(&token)),
+        503,
+        "introspection_unavailable",
+    );
+    assert_eq!(upstream.hits(), 0);
 }
 
 #[test]
