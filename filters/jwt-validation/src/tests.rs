@@ -714,3 +714,35 @@ fn a_required_typ_is_enforced() {
         Verdict::Continue
     );
 }
+
+#[test]
+fn critical_extensions_foreign_types_and_future_iat_are_refused() {
+    let envoy = TestEnvoy::new(1);
+    let s = Signer::new();
+    let p = policy(&envoy, &local(&s, json!({})));
+    let now = now_s(&envoy);
+    let mut c = Signer::claims(now, json!({}));
+    c.issued_at = Some(UnixTimeStamp::from_secs(now + 600));
+    assert_status(
+        &bearer_req(&envoy, &p, &s.es.sign(c).unwrap()),
+        401,
+        "invalid_token",
+    );
+    let typed = |typ: &str| {
+        let opts = HeaderOptions {
+            signature_type: Some(typ.into()),
+            ..HeaderOptions::default()
+        };
+        s.es.sign_with_options(Signer::claims(now, json!({})), &opts)
+            .unwrap()
+    };
+    assert_eq!(
+        bearer_req(&envoy, &p, &typed("at+jwt")).0,
+        Verdict::Continue
+    );
+    assert_status(
+        &bearer_req(&envoy, &p, &typed("dpop+jwk")),
+        401,
+        "invalid_token",
+    );
+}

@@ -41,12 +41,19 @@ pub enum Invalid {
     NoExpiry,
     /// `nbf` is in the future (beyond the skew).
     NotYetValid,
+    /// `iat` is in the future (beyond the skew).
+    IssuedInFuture,
+    /// The header has critical extensions (none is understood) or a `typ` that is not a JWT
+    /// (or not `requiredType`).
+    Header,
 }
 
 #[derive(Deserialize)]
 struct Header {
     alg: String,
     kid: Option<String>,
+    typ: Option<String>,
+    crit: Option<Vec<Value>>,
 }
 
 /// A token that passed validation.
@@ -74,6 +81,23 @@ pub fn validate(token: &str, keys: &KeySet, config: &Config, now_s: u64) -> Resu
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or(Invalid::Malformed)?;
+    // The same header checks for every algorithm (jwt-simple makes them too for the ones it
+    // verifies): no critical extension is understood, and `typ` must say JWT.
+    if header.crit.as_ref().is_some_and(|c| !c.is_empty()) {
+        return Err(Invalid::Header);
+    }
+    let typ_ok = match (&config.required_type, &header.typ) {
+        (Some(required), Some(typ)) => typ.eq_ignore_ascii_case(required),
+        (Some(_), None) => false,
+        (None, Some(typ)) => {
+            let upper = typ.to_ascii_uppercase();
+            upper == "JWT" || upper.ends_with("+JWT")
+        }
+        (None, None) => true,
+    };
+    if !typ_ok {
+        return Err(Invalid::Header);
+    }
     let alg = Algorithm::from_name(&header.alg)
         .filter(|a| config.algorithms.contains(a))
         .ok_or_else(|| Invalid::Algorithm(header.alg.clone()))?;
@@ -154,6 +178,11 @@ fn check_registered(
     if let Some(nbf) = time("nbf")? {
         if now_s.saturating_add(config.skew_s) < nbf {
             return Err(Invalid::NotYetValid);
+        }
+    }
+    if let Some(iat) = time("iat")? {
+        if now_s.saturating_add(config.skew_s) < iat {
+            return Err(Invalid::IssuedInFuture);
         }
     }
     Ok(Valid {
