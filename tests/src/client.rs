@@ -128,9 +128,59 @@ pub fn http1(target: SocketAddr, req: &Request) -> Response {
         .write_all(head.as_bytes())
         .expect("send request head");
     stream.write_all(&req.body).expect("send request body");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
+    let raw = read_response(&mut stream, req.method == "HEAD");
     parse_http1(&raw)
+}
+
+/// Reads one response: up to its `content-length`, the end of its chunked body, or the end of
+/// the connection. Stopping at the message end matters: after a local reply Envoy waits
+/// `delayed_close_timeout` (1 s) before closing the connection.
+fn read_response(stream: &mut TcpStream, head_only: bool) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = message_end(&raw, head_only) {
+            raw.truncate(end);
+            return raw;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read response: {e}"),
+        }
+    }
+}
+
+/// Where the response in `raw` ends, once it is complete.
+fn message_end(raw: &[u8], head_only: bool) -> Option<usize> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+    if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+        return Some(head_end);
+    }
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(':')
+                .map(str::trim)
+                .map(str::to_owned)
+        })
+    };
+    if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        return (raw.len() >= head_end + len).then_some(head_end + len);
+    }
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let body = &raw[head_end..];
+        return body
+            .windows(5)
+            .position(|w| w == b"0\r\n\r\n")
+            .filter(|&p| p == 0 || body[..p].ends_with(b"\r\n"))
+            .map(|p| head_end + p + 5);
+    }
+    // Neither: the body ends with the connection.
+    None
 }
 
 fn parse_http1(raw: &[u8]) -> Response {
@@ -249,6 +299,21 @@ pub fn http2(target: SocketAddr, req: &Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_end_of_a_response_without_waiting_for_the_connection() {
+        let full = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA";
+        assert_eq!(message_end(full, false), Some(full.len() - 5));
+        assert_eq!(message_end(&full[..20], false), None);
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab0\r\n0\r\n\r\n";
+        assert_eq!(message_end(chunked, false), Some(chunked.len()));
+        assert_eq!(message_end(&chunked[..chunked.len() - 2], false), None);
+        let no_body = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(message_end(no_body, false), Some(no_body.len()));
+        let close_delimited = b"HTTP/1.1 200 OK\r\n\r\nbody";
+        assert_eq!(message_end(close_delimited, false), None);
+        assert_eq!(message_end(full, true), Some(full.len() - 7));
+    }
 
     #[test]
     fn parses_content_length_and_chunked_responses() {
