@@ -12,11 +12,18 @@
 //! It checks XML 1.0 well-formedness as far as a threat check needs it: one root element,
 //! matching end tags, attribute syntax and uniqueness, references, comments (no `--`), CDATA
 //! and processing instructions, the XML declaration only at the start, `]]>` outside CDATA,
-//! valid UTF-8 and XML characters. Names are checked as ASCII name characters plus any
+//! valid UTF-8 and XML characters. Names are compared by their 64-bit FNV-1a hash, so two
+//! different names crafted to collide would be taken as equal (a mismatched end tag accepted):
+//! that can only let one malformed document through, never amplify work. Names are checked as ASCII name characters plus any
 //! non-ASCII character (the finer Unicode name classes are not enforced).
 
 use palisade_kit::body::{BodyScanner, Violation};
 use std::collections::{HashMap, HashSet};
+
+/// Sets of name hashes keep std's randomly keyed hasher: with a fixed one, crafted names could
+/// collide in the table and make a start tag with many attributes quadratic.
+type NameSet = HashSet<u64>;
+type NameMap<V> = HashMap<u64, V>;
 
 /// The limits, `None` meaning unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +204,19 @@ fn hash_ascii(s: &[u8]) -> u64 {
     s.iter().fold(FNV_OFFSET, |h, &b| fnv(h, u32::from(b)))
 }
 
+/// How many bytes at the start of `rest` satisfy `f`.
+#[inline(always)]
+fn run_len(rest: &[u8], f: impl Fn(u8) -> bool) -> usize {
+    rest.iter().position(|&c| !f(c)).unwrap_or(rest.len())
+}
+
+/// A byte that is a whole character needing no checks beyond the state's delimiters:
+/// printable ASCII, tab, line feed or carriage return.
+#[inline(always)]
+fn plain(c: u8) -> bool {
+    (0x20..0x80).contains(&c) || matches!(c, b'\t' | b'\n' | b'\r')
+}
+
 #[inline(always)]
 fn is_ws(c: u32) -> bool {
     matches!(c, 0x20 | 0x09 | 0x0a | 0x0d)
@@ -257,7 +277,7 @@ pub struct XmlScanner {
     /// The current start tag's attribute and namespace counts and attribute names.
     attributes: u64,
     namespaces: u64,
-    attribute_names: HashSet<u64>,
+    attribute_names: NameSet,
     attr_quote: u8,
     value_len: u64,
     comment_len: u64,
@@ -267,7 +287,7 @@ pub struct XmlScanner {
     text_nonblank: bool,
     text_brackets: u8,
     /// Declared entities (name hash → entity), the one being declared, total expansion.
-    entities: HashMap<u64, Entity>,
+    entities: NameMap<Entity>,
     entity_name: u64,
     entity_quote: u8,
     entity_len: u64,
@@ -300,14 +320,14 @@ impl XmlScanner {
             pi_target: [0; 3],
             attributes: 0,
             namespaces: 0,
-            attribute_names: HashSet::new(),
+            attribute_names: NameSet::default(),
             attr_quote: 0,
             value_len: 0,
             comment_len: 0,
             text_len: 0,
             text_nonblank: false,
             text_brackets: 0,
-            entities: HashMap::new(),
+            entities: NameMap::default(),
             entity_name: 0,
             entity_quote: 0,
             entity_len: 0,
@@ -345,7 +365,6 @@ impl XmlScanner {
     }
 
     /// A child node of the innermost element starts.
-    #[inline(always)]
     fn child(&mut self) -> Result<(), Violation> {
         let max = self.limits.max_children;
         if let Some(open) = self.stack.last_mut() {
@@ -371,7 +390,6 @@ impl XmlScanner {
         Ok(())
     }
 
-    #[inline(always)]
     fn add_text(&mut self, n: u64, blank: bool) -> Result<(), Violation> {
         self.text_len += n;
         if !blank {
@@ -380,7 +398,6 @@ impl XmlScanner {
         self.check(self.text_len, self.limits.max_text, "maxTextLength")
     }
 
-    #[inline(always)]
     fn add_attr(&mut self, n: u64) -> Result<(), Violation> {
         self.value_len += n;
         self.check(
@@ -528,7 +545,6 @@ impl XmlScanner {
         self.on_char(c)
     }
 
-    #[inline(always)]
     fn name_char(&mut self, of: NameOf, c: u32) -> Result<(), Violation> {
         let valid = if self.name_len == 0 {
             is_name_start(c)
@@ -604,7 +620,7 @@ impl XmlScanner {
                     self.lt_first = !self.started;
                     self.state = State::Lt;
                 } else if !is_ws(c) {
-                    return Err(self.bad(if self.state == State::Done {
+                    return Err(self.bad(if matches!(self.state, State::Done) {
                         "content after the root element"
                     } else {
                         "text before the root element"
@@ -992,6 +1008,97 @@ impl XmlScanner {
         Ok(())
     }
 
+    /// A limit on a value that grows by a run of `n` characters starting at `at`, reported at
+    /// the exact character that crosses it.
+    #[inline(always)]
+    fn run_limit(
+        &self,
+        before: u64,
+        n: usize,
+        max: Option<u64>,
+        limit: &str,
+        at: u64,
+    ) -> Result<(), Violation> {
+        match max {
+            Some(max) if before + n as u64 > max => Err(Violation::limit(
+                at + max.saturating_sub(before),
+                format!("{limit} ({max}) exceeded"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Consumes a run of plain ASCII bytes from `chunk[start..]` when the state allows it
+    /// (character data, CDATA, comments, attribute values, the rest of a name); returns how
+    /// many bytes it consumed (0: none, the byte needs the full state machine).
+    fn fast_run(&mut self, chunk: &[u8], start: usize) -> Result<usize, Violation> {
+        let rest = chunk.get(start..).unwrap_or_default();
+        let at = self.base + start as u64;
+        let len = |f: fn(u8) -> bool| run_len(rest, f);
+        match self.state {
+            State::Content => {
+                let n = len(|c| plain(c) && !matches!(c, b'<' | b'&' | b']' | b'>'));
+                if n > 0 {
+                    let before = self.text_len;
+                    self.run_limit(before, n, self.limits.max_text, "maxTextLength", at)?;
+                    self.text_len += n as u64;
+                    self.text_brackets = 0;
+                    if rest[..n].iter().any(|&c| !is_ws(u32::from(c))) {
+                        self.text_nonblank = true;
+                    }
+                }
+                Ok(n)
+            }
+            State::CData { brackets: 0 } => {
+                let n = len(|c| plain(c) && c != b']');
+                if n > 0 {
+                    let before = self.text_len;
+                    self.run_limit(before, n, self.limits.max_text, "maxTextLength", at)?;
+                    self.text_len += n as u64;
+                    if rest[..n].iter().any(|&c| !is_ws(u32::from(c))) {
+                        self.text_nonblank = true;
+                    }
+                }
+                Ok(n)
+            }
+            State::Comment { dashes: 0, .. } => {
+                let n = len(|c| plain(c) && c != b'-');
+                let before = self.comment_len;
+                self.run_limit(before, n, self.limits.max_comment, "maxCommentLength", at)?;
+                self.comment_len += n as u64;
+                Ok(n)
+            }
+            State::AttrValue => {
+                let quote = self.attr_quote;
+                let n = rest
+                    .iter()
+                    .position(|&c| !plain(c) || matches!(c, b'<' | b'&') || c == quote)
+                    .unwrap_or(rest.len());
+                let before = self.value_len;
+                let max = self.limits.max_attribute_length;
+                self.run_limit(before, n, max, "maxAttributeLength", at)?;
+                self.value_len += n as u64;
+                Ok(n)
+            }
+            State::Name(NameOf::Element | NameOf::EndTag | NameOf::Attribute)
+                if self.name_len > 0
+                    && !(matches!(self.state, State::Name(NameOf::Attribute))
+                        && self.xmlns != 0xff
+                        && self.xmlns != 6) =>
+            {
+                let n = len(|c| c < 0x80 && is_name_char(u32::from(c)));
+                let before = self.name_len;
+                self.run_limit(before, n, self.limits.max_name, "maxNameLength", at)?;
+                for &c in &rest[..n] {
+                    self.name_hash = fnv(self.name_hash, u32::from(c));
+                }
+                self.name_len += n as u64;
+                Ok(n)
+            }
+            _ => Ok(0),
+        }
+    }
+
     fn step(&mut self, chunk: &[u8]) -> Result<(), Violation> {
         let mut i = 0;
         while i < chunk.len() {
@@ -1010,75 +1117,10 @@ impl XmlScanner {
                 }
             } else {
                 self.char_at = at;
-                // Fast path: a run of plain ASCII character data.
-                if self.state == State::Content
-                    && b >= 0x20
-                    && !matches!(b, b'<' | b'&' | b']' | b'>')
-                    && b < 0x80
-                {
-                    let start = i - 1;
-                    let run = chunk[start..]
-                        .iter()
-                        .position(|&c| {
-                            !(0x20..0x80).contains(&c) || matches!(c, b'<' | b'&' | b']' | b'>')
-                        })
-                        .unwrap_or(chunk.len() - start);
-                    let text = &chunk[start..start + run];
-                    let blank = text.iter().all(|&c| c == b' ');
-                    self.text_brackets = 0;
-                    if let Err(mut v) = self.add_text(run as u64, blank) {
-                        let before = self.text_len - run as u64;
-                        let max = self.limits.max_text.unwrap_or(0);
-                        v.offset = at + max.saturating_sub(before);
-                        return Err(v);
-                    }
-                    i = start + run;
-                    continue;
-                }
-                // Fast path: a run of ASCII characters inside an element or end-tag name.
-                if let State::Name(NameOf::Element | NameOf::EndTag) = self.state {
-                    if self.name_len > 0 && b < 0x80 && is_name_char(u32::from(b)) {
-                        let start = i - 1;
-                        let run = chunk[start..]
-                            .iter()
-                            .position(|&c| c >= 0x80 || !is_name_char(u32::from(c)))
-                            .unwrap_or(chunk.len() - start);
-                        for &c in &chunk[start..start + run] {
-                            self.name_hash = fnv(self.name_hash, u32::from(c));
-                        }
-                        let before = self.name_len;
-                        self.name_len += run as u64;
-                        if let Some(max) = self.limits.max_name {
-                            if self.name_len > max {
-                                self.char_at = at + max.saturating_sub(before);
-                                return Err(self.over("maxNameLength", max));
-                            }
-                        }
-                        i = start + run;
-                        continue;
-                    }
-                }
-                // Fast path: a run of plain ASCII inside an attribute value.
-                if self.state == State::AttrValue
-                    && (0x20..0x80).contains(&b)
-                    && !matches!(b, b'<' | b'&')
-                    && b != self.attr_quote
-                {
-                    let start = i - 1;
-                    let quote = self.attr_quote;
-                    let run = chunk[start..]
-                        .iter()
-                        .position(|&c| {
-                            !(0x20..0x80).contains(&c) || matches!(c, b'<' | b'&') || c == quote
-                        })
-                        .unwrap_or(chunk.len() - start);
-                    let before = self.value_len;
-                    if self.add_attr(run as u64).is_err() {
-                        let max = self.limits.max_attribute_length.unwrap_or(0);
-                        self.char_at = at + max.saturating_sub(before);
-                        return Err(self.over("maxAttributeLength", max));
-                    }
-                    i = start + run;
+                // Fast paths: runs of plain ASCII that need no per-character work.
+                let run = self.fast_run(chunk, i - 1)?;
+                if run > 0 {
+                    i += run - 1;
                     continue;
                 }
                 let (n, lo, hi) = match b {
@@ -1104,7 +1146,7 @@ impl XmlScanner {
             if !is_xml_char(c) {
                 return Err(self.bad(format!("invalid XML character U+{c:04X}")));
             }
-            if c == 0xfeff && self.state == State::Start {
+            if c == 0xfeff && matches!(self.state, State::Start) {
                 // A byte-order mark before the document.
                 self.state = State::Misc;
                 continue;
@@ -1134,7 +1176,7 @@ impl BodyScanner for XmlScanner {
             return Err(v.clone());
         }
         let at = self.base;
-        if self.state == State::Done && self.utf8_left == 0 {
+        if matches!(self.state, State::Done) && self.utf8_left == 0 {
             Ok(())
         } else if !self.seen_root {
             Err(Violation::malformed(at, "no root element"))
