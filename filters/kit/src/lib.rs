@@ -28,6 +28,8 @@ pub mod config;
 pub mod cors;
 pub mod credentials;
 pub mod denial;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod host;
 pub mod identity;
 pub mod metrics;
@@ -42,8 +44,6 @@ pub mod testing;
 pub mod wasm;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod wire;
-#[cfg(test)]
-mod fuzz_tests;
 
 pub use config::ConfigError;
 pub use denial::{Denial, DenialOverride};

@@ -66,9 +66,9 @@ mod cors;
 mod ip_filter;
 mod json_threat_protection;
 mod jwt_validation;
-mod token_introspection;
 mod rate_limiting;
 mod spike_control;
+mod token_introspection;
 mod xml_threat_protection;
 
 /// All benchmark groups: each policy adds a module with a `group()` and a line here.
