@@ -23,6 +23,10 @@ use std::collections::{HashMap, HashSet};
 /// Sets of name hashes keep std's randomly keyed hasher: with a fixed one, crafted names could
 /// collide in the table and make a start tag with many attributes quadratic.
 type NameSet = HashSet<u64>;
+
+/// Internal results carry the violation boxed: one pointer, returned in a register, where a
+/// whole `Violation` would be written to memory on every character.
+type R<T = ()> = Result<T, Box<Violation>>;
 type NameMap<V> = HashMap<u64, V>;
 
 /// The limits, `None` meaning unlimited.
@@ -338,20 +342,23 @@ impl XmlScanner {
         }
     }
 
-    fn bad(&self, message: impl Into<String>) -> Violation {
-        Violation::malformed(self.char_at, message)
+    fn bad(&self, message: impl Into<String>) -> Box<Violation> {
+        Box::new(Violation::malformed(self.char_at, message))
     }
 
-    fn refuse(&self, message: impl Into<String>) -> Violation {
-        Violation::limit(self.char_at, message)
+    fn refuse(&self, message: impl Into<String>) -> Box<Violation> {
+        Box::new(Violation::limit(self.char_at, message))
     }
 
-    fn over(&self, limit: &str, max: u64) -> Violation {
-        Violation::limit(self.char_at, format!("{limit} ({max}) exceeded"))
+    fn over(&self, limit: &str, max: u64) -> Box<Violation> {
+        Box::new(Violation::limit(
+            self.char_at,
+            format!("{limit} ({max}) exceeded"),
+        ))
     }
 
     #[inline(always)]
-    fn check(&self, value: u64, max: Option<u64>, limit: &str) -> Result<(), Violation> {
+    fn check(&self, value: u64, max: Option<u64>, limit: &str) -> R {
         match max {
             Some(max) if value > max => Err(self.over(limit, max)),
             _ => Ok(()),
@@ -365,7 +372,7 @@ impl XmlScanner {
     }
 
     /// A child node of the innermost element starts.
-    fn child(&mut self) -> Result<(), Violation> {
+    fn child(&mut self) -> R {
         let max = self.limits.max_children;
         if let Some(open) = self.stack.last_mut() {
             open.children += 1;
@@ -379,7 +386,7 @@ impl XmlScanner {
     }
 
     /// Markup other than CDATA starts: the text run before it ends.
-    fn end_text(&mut self) -> Result<(), Violation> {
+    fn end_text(&mut self) -> R {
         let was_child = self.text_nonblank;
         self.text_nonblank = false;
         self.text_len = 0;
@@ -390,7 +397,7 @@ impl XmlScanner {
         Ok(())
     }
 
-    fn add_text(&mut self, n: u64, blank: bool) -> Result<(), Violation> {
+    fn add_text(&mut self, n: u64, blank: bool) -> R {
         self.text_len += n;
         if !blank {
             self.text_nonblank = true;
@@ -398,7 +405,7 @@ impl XmlScanner {
         self.check(self.text_len, self.limits.max_text, "maxTextLength")
     }
 
-    fn add_attr(&mut self, n: u64) -> Result<(), Violation> {
+    fn add_attr(&mut self, n: u64) -> R {
         self.value_len += n;
         self.check(
             self.value_len,
@@ -407,7 +414,7 @@ impl XmlScanner {
         )
     }
 
-    fn add_entity(&mut self, n: u64) -> Result<(), Violation> {
+    fn add_entity(&mut self, n: u64) -> R {
         self.entity_len = self.entity_len.saturating_add(n);
         let max = self.limits.max_entity_expansion;
         if self.entity_len > max {
@@ -417,7 +424,7 @@ impl XmlScanner {
     }
 
     /// A reference that expands to `n` characters ends; back to where it appeared.
-    fn referenced(&mut self, within: RefIn, n: u64, blank: bool) -> Result<(), Violation> {
+    fn referenced(&mut self, within: RefIn, n: u64, blank: bool) -> R {
         match within {
             RefIn::Text => {
                 self.state = State::Content;
@@ -435,7 +442,7 @@ impl XmlScanner {
     }
 
     /// `&name;` completed.
-    fn entity_reference(&mut self, within: RefIn) -> Result<(), Violation> {
+    fn entity_reference(&mut self, within: RefIn) -> R {
         let predefined = [&b"lt"[..], b"gt", b"amp", b"apos", b"quot"]
             .iter()
             .any(|p| self.name_len == p.len() as u64 && self.name_hash == hash_ascii(p));
@@ -480,7 +487,7 @@ impl XmlScanner {
     }
 
     /// A name ended at `c` (not a name character).
-    fn name_end(&mut self, of: NameOf, c: u32) -> Result<(), Violation> {
+    fn name_end(&mut self, of: NameOf, c: u32) -> R {
         if self.name_len == 0 {
             return Err(self.bad(describe(c)));
         }
@@ -545,7 +552,7 @@ impl XmlScanner {
         self.on_char(c)
     }
 
-    fn name_char(&mut self, of: NameOf, c: u32) -> Result<(), Violation> {
+    fn name_char(&mut self, of: NameOf, c: u32) -> R {
         let valid = if self.name_len == 0 {
             is_name_start(c)
         } else {
@@ -577,7 +584,7 @@ impl XmlScanner {
         self.entities.entry(self.entity_name).or_insert(entity);
     }
 
-    fn keyword_done(&mut self, after: After) -> Result<(), Violation> {
+    fn keyword_done(&mut self, after: After) -> R {
         match after {
             After::Comment => {
                 if !self.stack.is_empty() {
@@ -609,7 +616,7 @@ impl XmlScanner {
         Ok(())
     }
 
-    fn on_char(&mut self, c: u32) -> Result<(), Violation> {
+    fn on_char(&mut self, c: u32) -> R {
         match self.state {
             State::Start => {
                 self.state = State::Misc;
@@ -1011,19 +1018,12 @@ impl XmlScanner {
     /// A limit on a value that grows by a run of `n` characters starting at `at`, reported at
     /// the exact character that crosses it.
     #[inline(always)]
-    fn run_limit(
-        &self,
-        before: u64,
-        n: usize,
-        max: Option<u64>,
-        limit: &str,
-        at: u64,
-    ) -> Result<(), Violation> {
+    fn run_limit(&self, before: u64, n: usize, max: Option<u64>, limit: &str, at: u64) -> R {
         match max {
-            Some(max) if before + n as u64 > max => Err(Violation::limit(
+            Some(max) if before + n as u64 > max => Err(Box::new(Violation::limit(
                 at + max.saturating_sub(before),
                 format!("{limit} ({max}) exceeded"),
-            )),
+            ))),
             _ => Ok(()),
         }
     }
@@ -1031,7 +1031,7 @@ impl XmlScanner {
     /// Consumes a run of plain ASCII bytes from `chunk[start..]` when the state allows it
     /// (character data, CDATA, comments, attribute values, the rest of a name); returns how
     /// many bytes it consumed (0: none, the byte needs the full state machine).
-    fn fast_run(&mut self, chunk: &[u8], start: usize) -> Result<usize, Violation> {
+    fn fast_run(&mut self, chunk: &[u8], start: usize) -> R<usize> {
         let rest = chunk.get(start..).unwrap_or_default();
         let at = self.base + start as u64;
         let len = |f: fn(u8) -> bool| run_len(rest, f);
@@ -1099,7 +1099,7 @@ impl XmlScanner {
         }
     }
 
-    fn step(&mut self, chunk: &[u8]) -> Result<(), Violation> {
+    fn step(&mut self, chunk: &[u8]) -> R {
         let mut i = 0;
         while i < chunk.len() {
             let b = chunk[i];
@@ -1107,7 +1107,7 @@ impl XmlScanner {
             i += 1;
             if self.utf8_left > 0 {
                 if b < self.utf8_lo || b > self.utf8_hi {
-                    return Err(Violation::malformed(at, "invalid UTF-8"));
+                    return Err(Box::new(Violation::malformed(at, "invalid UTF-8")));
                 }
                 self.code_point = (self.code_point << 6) | u32::from(b & 0x3f);
                 self.utf8_left -= 1;
@@ -1132,7 +1132,7 @@ impl XmlScanner {
                     0xf0 => (3, 0x90, 0xbf),
                     0xf1..=0xf3 => (3, 0x80, 0xbf),
                     0xf4 => (3, 0x80, 0x8f),
-                    _ => return Err(Violation::malformed(at, "invalid UTF-8")),
+                    _ => return Err(Box::new(Violation::malformed(at, "invalid UTF-8"))),
                 };
                 if n > 0 {
                     self.utf8_left = n;
@@ -1163,7 +1163,7 @@ impl BodyScanner for XmlScanner {
         if let Some(v) = &self.failed {
             return Err(v.clone());
         }
-        let result = self.step(chunk);
+        let result = self.step(chunk).map_err(|v| *v);
         self.base += chunk.len() as u64;
         if let Err(v) = &result {
             self.failed = Some(v.clone());
