@@ -159,6 +159,18 @@ pub struct JsonScanner {
     failed: Option<Violation>,
 }
 
+/// Internal results carry the violation boxed: one pointer instead of a whole violation
+/// moved through every helper's return value.
+type R = Result<(), Box<Violation>>;
+
+fn malformed(at: u64, message: impl Into<String>) -> Box<Violation> {
+    Box::new(Violation::malformed(at, message))
+}
+
+fn limit(at: u64, message: impl Into<String>) -> Box<Violation> {
+    Box::new(Violation::limit(at, message))
+}
+
 fn describe(b: u8) -> String {
     if b.is_ascii_graphic() {
         format!("unexpected character '{}'", b as char)
@@ -211,15 +223,12 @@ impl JsonScanner {
 
     /// A value starts at `at` (inside an array this is a new element).
     #[inline(always)]
-    fn begin_value(&mut self, b: u8, at: u64) -> Result<(), Violation> {
+    fn begin_value(&mut self, b: u8, at: u64) -> R {
         if self.stack.top() == Some(false) {
             if let Some(max) = self.limits.max_elements {
                 self.count += 1;
                 if self.count > max {
-                    return Err(Violation::limit(
-                        at,
-                        format!("maxArrayElementCount ({max}) exceeded"),
-                    ));
+                    return Err(limit(at, format!("maxArrayElementCount ({max}) exceeded")));
                 }
             }
         }
@@ -228,10 +237,7 @@ impl JsonScanner {
                 let depth = self.stack.len + 1;
                 if let Some(max) = self.limits.max_depth {
                     if depth > max {
-                        return Err(Violation::limit(
-                            at,
-                            format!("maxContainerDepth ({max}) exceeded"),
-                        ));
+                        return Err(limit(at, format!("maxContainerDepth ({max}) exceeded")));
                     }
                 }
                 let object = b == b'{';
@@ -259,21 +265,18 @@ impl JsonScanner {
             b't' => State::Literal(b"true", 1),
             b'f' => State::Literal(b"false", 1),
             b'n' => State::Literal(b"null", 1),
-            _ => return Err(Violation::malformed(at, describe(b))),
+            _ => return Err(malformed(at, describe(b))),
         };
         Ok(())
     }
 
     /// An entry name starts at `at`.
     #[inline(always)]
-    fn begin_key(&mut self, at: u64) -> Result<(), Violation> {
+    fn begin_key(&mut self, at: u64) -> R {
         if let Some(max) = self.limits.max_entries {
             self.count += 1;
             if self.count > max {
-                return Err(Violation::limit(
-                    at,
-                    format!("maxObjectEntryCount ({max}) exceeded"),
-                ));
+                return Err(limit(at, format!("maxObjectEntryCount ({max}) exceeded")));
             }
         }
         self.chars = 0;
@@ -286,10 +289,10 @@ impl JsonScanner {
 
     /// The closing bracket `b` at `at`.
     #[inline(always)]
-    fn close(&mut self, b: u8, at: u64) -> Result<(), Violation> {
+    fn close(&mut self, b: u8, at: u64) -> R {
         let object = self.stack.top();
         if object != Some(b == b'}') {
-            return Err(Violation::malformed(at, describe(b)));
+            return Err(malformed(at, describe(b)));
         }
         self.stack.pop();
         if object == Some(true) && self.limits.reject_duplicate_keys {
@@ -304,7 +307,7 @@ impl JsonScanner {
 
     /// `n` more characters of the current string, the last ending at `at`.
     #[inline(always)]
-    fn add_chars(&mut self, key: bool, n: u64, at: u64) -> Result<(), Violation> {
+    fn add_chars(&mut self, key: bool, n: u64, at: u64) -> R {
         self.chars += n;
         let (max, name) = if key {
             (self.limits.max_name, "maxObjectEntryNameLength")
@@ -312,16 +315,14 @@ impl JsonScanner {
             (self.limits.max_string, "maxStringValueLength")
         };
         match max {
-            Some(max) if self.chars > max => {
-                Err(Violation::limit(at, format!("{name} ({max}) exceeded")))
-            }
+            Some(max) if self.chars > max => Err(limit(at, format!("{name} ({max}) exceeded"))),
             _ => Ok(()),
         }
     }
 
     /// One character decoded (for duplicate-key hashing and length).
     #[inline(always)]
-    fn char_done(&mut self, key: bool, cp: u32, at: u64) -> Result<(), Violation> {
+    fn char_done(&mut self, key: bool, cp: u32, at: u64) -> R {
         if key && self.limits.reject_duplicate_keys {
             self.key_hash.write_u32(cp);
         }
@@ -330,7 +331,7 @@ impl JsonScanner {
 
     /// A pending high surrogate not followed by its low half stands alone.
     #[inline(always)]
-    fn flush_surrogate(&mut self, key: bool, at: u64) -> Result<(), Violation> {
+    fn flush_surrogate(&mut self, key: bool, at: u64) -> R {
         match self.high_surrogate.take() {
             Some(high) => self.char_done(key, high, at),
             None => Ok(()),
@@ -339,14 +340,14 @@ impl JsonScanner {
 
     /// The closing quote of a string at `at`.
     #[inline(always)]
-    fn end_string(&mut self, key: bool, at: u64) -> Result<(), Violation> {
+    fn end_string(&mut self, key: bool, at: u64) -> R {
         self.flush_surrogate(key, at)?;
         if key {
             if self.limits.reject_duplicate_keys {
                 let hash = self.key_hash.finish();
                 if let Some(seen) = self.keys.last_mut() {
                     if !seen.insert(hash) {
-                        return Err(Violation::limit(
+                        return Err(limit(
                             at,
                             "duplicate object entry name (allowDuplicateKeys is false)",
                         ));
@@ -360,7 +361,7 @@ impl JsonScanner {
         Ok(())
     }
 
-    fn step(&mut self, chunk: &[u8]) -> Result<(), Violation> {
+    fn step(&mut self, chunk: &[u8]) -> R {
         let mut i = 0;
         while i < chunk.len() {
             let b = chunk[i];
@@ -369,7 +370,7 @@ impl JsonScanner {
                 State::Str { key } => {
                     if self.utf8_left > 0 {
                         if b < self.utf8_lo || b > self.utf8_hi {
-                            return Err(Violation::malformed(at, "invalid UTF-8 in string"));
+                            return Err(malformed(at, "invalid UTF-8 in string"));
                         }
                         self.code_point = (self.code_point << 6) | u32::from(b & 0x3f);
                         self.utf8_left -= 1;
@@ -417,13 +418,8 @@ impl JsonScanner {
                         0xf0 => self.utf8_start(b, 3, 0x90, 0xbf, at, key)?,
                         0xf1..=0xf3 => self.utf8_start(b, 3, 0x80, 0xbf, at, key)?,
                         0xf4 => self.utf8_start(b, 3, 0x80, 0x8f, at, key)?,
-                        0x80.. => return Err(Violation::malformed(at, "invalid UTF-8 in string")),
-                        _ => {
-                            return Err(Violation::malformed(
-                                at,
-                                "unescaped control character in string",
-                            ))
-                        }
+                        0x80.. => return Err(malformed(at, "invalid UTF-8 in string")),
+                        _ => return Err(malformed(at, "unescaped control character in string")),
                     }
                 }
                 State::Escape { key } => {
@@ -440,7 +436,7 @@ impl JsonScanner {
                             i += 1;
                             continue;
                         }
-                        _ => return Err(Violation::malformed(at, "invalid escape in string")),
+                        _ => return Err(malformed(at, "invalid escape in string")),
                     };
                     self.flush_surrogate(key, at)?;
                     self.char_done(key, u32::from(decoded), at)?;
@@ -451,7 +447,7 @@ impl JsonScanner {
                         b'0'..=b'9' => b - b'0',
                         b'a'..=b'f' => b - b'a' + 10,
                         b'A'..=b'F' => b - b'A' + 10,
-                        _ => return Err(Violation::malformed(at, "invalid \\u escape in string")),
+                        _ => return Err(malformed(at, "invalid \\u escape in string")),
                     };
                     self.code_point = (self.code_point << 4) | u32::from(digit);
                     if left > 1 {
@@ -509,12 +505,12 @@ impl JsonScanner {
                             self.state = self.after_value();
                             continue;
                         }
-                        None => return Err(Violation::malformed(at, describe(b))),
+                        None => return Err(malformed(at, describe(b))),
                     }
                 }
                 State::Literal(word, next) => {
                     if word.get(usize::from(next)) != Some(&b) {
-                        return Err(Violation::malformed(at, describe(b)));
+                        return Err(malformed(at, describe(b)));
                     }
                     self.state = if usize::from(next) + 1 == word.len() {
                         self.after_value()
@@ -542,11 +538,11 @@ impl JsonScanner {
                 State::ObjectFirst | State::Key => match b {
                     b'"' => self.begin_key(at)?,
                     b'}' if self.state == State::ObjectFirst => self.close(b, at)?,
-                    _ => return Err(Violation::malformed(at, describe(b))),
+                    _ => return Err(malformed(at, describe(b))),
                 },
                 State::Colon => {
                     if b != b':' {
-                        return Err(Violation::malformed(at, describe(b)));
+                        return Err(malformed(at, describe(b)));
                     }
                     self.state = State::Value;
                 }
@@ -559,13 +555,10 @@ impl JsonScanner {
                         };
                     }
                     b']' | b'}' => self.close(b, at)?,
-                    _ => return Err(Violation::malformed(at, describe(b))),
+                    _ => return Err(malformed(at, describe(b))),
                 },
                 State::End => {
-                    return Err(Violation::malformed(
-                        at,
-                        format!("{} after the document", describe(b)),
-                    ))
+                    return Err(malformed(at, format!("{} after the document", describe(b))))
                 }
             }
             i += 1;
@@ -573,15 +566,7 @@ impl JsonScanner {
         Ok(())
     }
 
-    fn utf8_start(
-        &mut self,
-        b: u8,
-        continuation: u8,
-        lo: u8,
-        hi: u8,
-        at: u64,
-        key: bool,
-    ) -> Result<(), Violation> {
+    fn utf8_start(&mut self, b: u8, continuation: u8, lo: u8, hi: u8, at: u64, key: bool) -> R {
         self.flush_surrogate(key, at)?;
         self.utf8_left = continuation;
         (self.utf8_lo, self.utf8_hi) = (lo, hi);
@@ -595,7 +580,7 @@ impl BodyScanner for JsonScanner {
         if let Some(v) = &self.failed {
             return Err(v.clone());
         }
-        let result = self.step(chunk);
+        let result = self.step(chunk).map_err(|v| *v);
         self.base += chunk.len() as u64;
         if let Err(v) = &result {
             self.failed = Some(v.clone());
