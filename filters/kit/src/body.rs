@@ -3,11 +3,12 @@
 //!
 //! A policy provides a [`BodyScanner`] (a resumable state machine fed each body byte once) and
 //! [`BodyRules`] (media types, size limit, denial, metrics). [`BodyStream`] is the per-request
-//! logic over plain types and `impl Host`: every chunk is scanned as it arrives (only the bytes not scanned yet), the body is kept
-//! buffered in Envoy until the verdict, and the verdict completes at end of stream or in the
-//! trailers (HTTP/2 bodies followed by trailers never carry end-of-stream on a data frame). A
-//! rejected body therefore never reaches the upstream, not even in part. `wasm::start` turns a
-//! [`BodyPolicy`] into proxy-wasm contexts.
+//! logic over plain types and `impl Host`: every chunk is scanned as it arrives (only the
+//! bytes not scanned yet), the body is kept buffered in Envoy until the verdict, and the
+//! verdict completes at end of stream or in the trailers (HTTP/2 bodies followed by trailers
+//! never carry end-of-stream on a data frame). A rejected body therefore never reaches the
+//! upstream, not even in part (its headers may have: see [`BodyStream::on_headers`]).
+//! `wasm::start` turns a [`BodyPolicy`] into proxy-wasm contexts.
 
 use crate::config::ConfigError;
 use crate::denial::{Denial, DenialOverride};
