@@ -366,3 +366,47 @@ fn invalid_configurations_are_refused_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn a_registry_of_50000_clients_loads_and_serves() {
+    let upstream = Upstream::start();
+    let registry = MockServer::start();
+    let secret_hash = sha256_hex("bulk-secret");
+    let clients: Vec<Value> = (0..50_000)
+        .map(|i| json!({"clientId": format!("bulk-{i:05}"), "secretSha256": secret_hash, "contracts": {"orders": "bronze"}}))
+        .collect();
+    let doc = registry_doc(&clients);
+    assert!(
+        doc.len() > 4_000_000,
+        "a realistic document: {} bytes",
+        doc.len()
+    );
+    registry.respond("/clients", 200, doc);
+    let gw = GatewayBuilder::new()
+        .upstream(&upstream)
+        .cluster("registry", registry.port())
+        .wasm(
+            "client-id-enforcement",
+            json!({"api": "orders", "registry": {"cluster": "registry", "refreshSeconds": 60}})
+                .to_string(),
+        )
+        .start();
+    assert!(
+        eventually(30, || gw.send(&creds("bulk-49999", "bulk-secret")).status
+            == 200),
+        "the 50,000-client registry never served"
+    );
+    for id in ["bulk-00000", "bulk-25000", "bulk-49998"] {
+        assert_eq!(gw.send_h2(&creds(id, "bulk-secret")).status, 200, "{id}");
+    }
+    assert_denied(
+        &gw.send(&creds("bulk-50000", "bulk-secret")),
+        401,
+        "invalid_client",
+    );
+    assert_eq!(
+        registry.hits("/clients"),
+        1,
+        "fetched once for the whole Envoy"
+    );
+}
