@@ -4,73 +4,22 @@
 //! HTTP/2 with and without trailers, and refused configurations. The echo upstream proves that
 //! rejected bodies never reach it.
 
-use palisade_tests::{Gateway, GatewayBuilder, Request, Response, Upstream};
+use palisade_tests::body::BodyPolicy;
+use palisade_tests::{GatewayBuilder, Request, Upstream};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::Command;
-use std::time::Duration;
 
 const POLICY: &str = "xml-threat-protection";
 
-/// A gateway whose stream buffer limit admits bodies of up to 32 MiB (Envoy's default, 1 MiB,
-/// is answered with 413 when a held body outgrows it).
-fn gateway(upstream: &Upstream, config: Value) -> Gateway {
-    GatewayBuilder::new()
-        .upstream(upstream)
-        .hcm(
-            "route_config",
-            json!({"virtual_hosts": [{
-                "name": "all",
-                "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "30s"}}],
-                "request_body_buffer_limit": 32 * 1024 * 1024,
-            }]}),
-        )
-        .wasm(POLICY, config.to_string())
-        .start()
-}
-
-fn post(body: impl Into<Vec<u8>>) -> Request {
-    Request::new("POST", "/api")
-        .header("content-type", "application/xml")
-        .body(body)
-}
-
-/// The start of a response body, for assertion messages (bodies here may be megabytes).
-fn head(resp: &Response) -> String {
-    resp.text().chars().take(300).collect()
-}
-
-#[track_caller]
-fn assert_passed(resp: &Response, body: &[u8]) {
-    assert_eq!(resp.status, 200, "{}", head(resp));
-    assert_eq!(resp.header("x-upstream"), Some("echo"));
-    assert_eq!(
-        resp.json()["body"].as_str().map(str::len),
-        Some(body.len()),
-        "the upstream received another body"
-    );
-}
-
-#[track_caller]
-fn assert_rejected(resp: &Response, message: &str) {
-    assert_eq!(resp.status, 400, "{}", head(resp));
-    assert!(resp.header("x-upstream").is_none(), "reached the upstream");
-    assert_eq!(resp.header("content-type"), Some("application/json"));
-    let body = resp.json();
-    assert_eq!(body["error"], "xml_threat");
-    let text = body["message"].as_str().unwrap_or_default();
-    assert!(
-        text.contains(message),
-        "{text:?} does not mention {message:?}"
-    );
-}
+const P: BodyPolicy = BodyPolicy {
+    name: POLICY,
+    content_type: "application/xml",
+    error: "xml_threat",
+};
 
 #[test]
 fn each_limit_just_under_and_just_over() {
     let upstream = Upstream::start();
-    let gw = gateway(
+    let gw = P.gateway(
         &upstream,
         json!({
             "maxNodeDepth": 3,
@@ -127,15 +76,15 @@ fn each_limit_just_under_and_just_over() {
         ),
     ];
     for (under, over, message) in cases {
-        assert_passed(&gw.send(&post(under)), under.as_bytes());
-        assert_rejected(&gw.send(&post(over)), message);
+        P.assert_passed(&gw.send(&P.post(under)), under.as_bytes());
+        P.assert_rejected(&gw.send(&P.post(over)), message);
     }
     // (Whitespace inside a tag: text would count against maxTextLength.)
     let at_size = format!("<a{}/>", " ".repeat(196));
     assert_eq!(at_size.len(), 200);
-    assert_passed(&gw.send(&post(at_size.clone())), at_size.as_bytes());
+    P.assert_passed(&gw.send(&P.post(at_size.clone())), at_size.as_bytes());
     let over_size = format!("<a{}/>", " ".repeat(197));
-    assert_rejected(&gw.send(&post(over_size)), "maxBodyBytes (200) exceeded");
+    P.assert_rejected(&gw.send(&P.post(over_size)), "maxBodyBytes (200) exceeded");
     assert_eq!(upstream.hits(), cases.len() + 1);
     assert_eq!(
         gw.metric("palisade_xml_threat_protection_allowed"),
@@ -150,7 +99,7 @@ fn each_limit_just_under_and_just_over() {
 #[test]
 fn malformed_documents_never_reach_the_upstream() {
     let upstream = Upstream::start();
-    let gw = gateway(&upstream, json!({}));
+    let gw = P.gateway(&upstream, json!({}));
     for (body, message) in [
         (
             &b"<a><b></a>"[..],
@@ -165,7 +114,7 @@ fn malformed_documents_never_reach_the_upstream() {
         (b"<a>&bogus;</a>", "reference to an undeclared entity"),
         (b"plain text", "text before the root element at byte 0"),
     ] {
-        assert_rejected(&gw.send(&post(body)), message);
+        P.assert_rejected(&gw.send(&P.post(body)), message);
     }
     assert_eq!(upstream.hits(), 0);
     assert_eq!(
@@ -206,52 +155,52 @@ fn quadratic_blowup() -> String {
 fn xxe_billion_laughs_and_quadratic_blowup() {
     let upstream = Upstream::start();
     // Default: any DOCTYPE is refused, at the DOCTYPE.
-    let strict = gateway(&upstream, json!({}));
+    let strict = P.gateway(&upstream, json!({}));
     for doc in [XXE.to_string(), billion_laughs(), quadratic_blowup()] {
-        assert_rejected(
-            &strict.send(&post(doc)),
+        P.assert_rejected(
+            &strict.send(&P.post(doc)),
             "DOCTYPE not allowed (allowDtd is false)",
         );
     }
     // With a DTD allowed: external entities are never resolved, expansion stays bounded.
-    let dtd = gateway(
+    let dtd = P.gateway(
         &upstream,
         json!({"allowDtd": true, "maxEntityExpansion": 10000}),
     );
-    assert_rejected(
-        &dtd.send(&post(XXE)),
+    P.assert_rejected(
+        &dtd.send(&P.post(XXE)),
         "reference to an external entity (never resolved)",
     );
-    assert_rejected(
-        &dtd.send(&post(billion_laughs())),
+    P.assert_rejected(
+        &dtd.send(&P.post(billion_laughs())),
         "maxEntityExpansion (10000) exceeded",
     );
-    assert_rejected(
-        &dtd.send(&post(quadratic_blowup())),
+    P.assert_rejected(
+        &dtd.send(&P.post(quadratic_blowup())),
         "maxEntityExpansion (10000) exceeded",
     );
     let modest = "<!DOCTYPE r [<!ENTITY co \"Example Corp.\">]><r>&co; &co;</r>";
-    assert_passed(&dtd.send(&post(modest)), modest.as_bytes());
+    P.assert_passed(&dtd.send(&P.post(modest)), modest.as_bytes());
     assert_eq!(upstream.hits(), 1);
 }
 
 #[test]
 fn hundred_thousand_deep_nesting() {
     let upstream = Upstream::start();
-    let limited = gateway(&upstream, json!({"maxNodeDepth": 100}));
+    let limited = P.gateway(&upstream, json!({"maxNodeDepth": 100}));
     let deep = "<a>".repeat(100_000);
-    assert_rejected(
-        &limited.send(&post(deep.clone())),
+    P.assert_rejected(
+        &limited.send(&P.post(deep.clone())),
         "maxNodeDepth (100) exceeded at byte 301",
     );
-    let unlimited = gateway(&upstream, json!({}));
-    assert_rejected(
-        &unlimited.send(&post(deep)),
+    let unlimited = P.gateway(&upstream, json!({}));
+    P.assert_rejected(
+        &unlimited.send(&P.post(deep)),
         "unexpected end of document at byte 300000",
     );
     let balanced = format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000));
-    assert_passed(
-        &unlimited.send(&post(balanced.clone())),
+    P.assert_passed(
+        &unlimited.send(&P.post(balanced.clone())),
         balanced.as_bytes(),
     );
     assert_eq!(upstream.hits(), 1);
@@ -272,26 +221,26 @@ fn big_document(size: usize) -> String {
 #[test]
 fn multi_megabyte_bodies_in_many_chunks() {
     let upstream = Upstream::start();
-    let gw = gateway(
+    let gw = P.gateway(
         &upstream,
         json!({"maxNodeDepth": 5, "maxChildCount": 100000}),
     );
     let doc = big_document(5 * 1024 * 1024);
-    assert_passed(&gw.send(&post(doc.clone())), doc.as_bytes());
-    assert_passed(
-        &send_chunked(&gw, doc.as_bytes(), 64 * 1024),
+    P.assert_passed(&gw.send(&P.post(doc.clone())), doc.as_bytes());
+    P.assert_passed(
+        &P.send_chunked(&gw, doc.as_bytes(), 64 * 1024),
         doc.as_bytes(),
     );
     let bad = format!("{doc}<extra/>");
     let at = doc.len() + 1;
-    assert_rejected(
-        &send_chunked(&gw, bad.as_bytes(), 10_000),
+    P.assert_rejected(
+        &P.send_chunked(&gw, bad.as_bytes(), 10_000),
         &format!("a second root element at byte {at}"),
     );
     // Answered after the first 64 KiB, without the rest of the body.
     let early = doc.replacen("<orders>", "<orders><a><b><c><d><e/></d></c></b></a>", 1);
-    assert_rejected(
-        &send_first_chunk(&gw, &early.as_bytes()[..64 * 1024]),
+    P.assert_rejected(
+        &P.send_first_chunk(&gw, &early.as_bytes()[..64 * 1024]),
         "maxNodeDepth (5) exceeded",
     );
     assert_eq!(upstream.hits(), 2);
@@ -306,26 +255,26 @@ fn content_type_evasion_is_closed_by_check_all_bodies() {
             .header("content-type", t)
             .body(attack)
     };
-    let default = gateway(&upstream, json!({}));
+    let default = P.gateway(&upstream, json!({}));
     for t in [
         "application/xml",
         "text/xml; charset=utf-8",
         "application/soap+xml",
     ] {
-        assert_rejected(&default.send(&as_type(t)), "DOCTYPE");
+        P.assert_rejected(&default.send(&as_type(t)), "DOCTYPE");
     }
-    assert_rejected(
+    P.assert_rejected(
         &default.send(&Request::new("POST", "/api").body(attack)),
         "DOCTYPE",
     );
-    assert_passed(&default.send(&as_type("text/plain")), attack.as_bytes());
+    P.assert_passed(&default.send(&as_type("text/plain")), attack.as_bytes());
     assert_eq!(
         default.metric("palisade_xml_threat_protection_skipped"),
         Some(1.0)
     );
-    let strict = gateway(&upstream, json!({"checkAllBodies": true}));
+    let strict = P.gateway(&upstream, json!({"checkAllBodies": true}));
     for t in ["text/plain", "application/octet-stream", "application/json"] {
-        assert_rejected(&strict.send(&as_type(t)), "DOCTYPE");
+        P.assert_rejected(&strict.send(&as_type(t)), "DOCTYPE");
     }
     assert_eq!(upstream.hits(), 1);
 }
@@ -333,19 +282,19 @@ fn content_type_evasion_is_closed_by_check_all_bodies() {
 #[test]
 fn http2_bodies_with_and_without_trailers() {
     let upstream = Upstream::start();
-    let gw = gateway(&upstream, json!({"maxChildCount": 2}));
-    assert_passed(&gw.send_h2(&post("<a><b/><c/></a>")), b"<a><b/><c/></a>");
-    assert_rejected(
-        &gw.send_h2(&post("<a><b/><c/><d/></a>")),
+    let gw = P.gateway(&upstream, json!({"maxChildCount": 2}));
+    P.assert_passed(&gw.send_h2(&P.post("<a><b/><c/></a>")), b"<a><b/><c/></a>");
+    P.assert_rejected(
+        &gw.send_h2(&P.post("<a><b/><c/><d/></a>")),
         "maxChildCount (2) exceeded at byte 12",
     );
-    assert_rejected(
-        &gw.send_h2(&post("<a><b/>")),
+    P.assert_rejected(
+        &gw.send_h2(&P.post("<a><b/>")),
         "unexpected end of document at byte 7",
     );
-    assert_rejected(&gw.send_h2(&post(XXE)), "DOCTYPE");
+    P.assert_rejected(&gw.send_h2(&P.post(XXE)), "DOCTYPE");
 
-    let (status, body) = nghttp_with_trailers(&gw, b"<a><b/></a>");
+    let (status, body) = P.nghttp_with_trailers(&gw, b"<a><b/></a>");
     assert_eq!(status, 200, "{body}");
     let echoed: Value = serde_json::Deserializer::from_str(&body)
         .into_iter::<Value>()
@@ -354,7 +303,7 @@ fn http2_bodies_with_and_without_trailers() {
         .unwrap_or_else(|| panic!("no echo JSON in {body}"));
     assert_eq!(echoed["body"], "<a><b/></a>");
     // Incomplete: only the trailers tell the policy the body is over.
-    let (status, body) = nghttp_with_trailers(&gw, b"<a><b/>");
+    let (status, body) = P.nghttp_with_trailers(&gw, b"<a><b/>");
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("unexpected end of document at byte 7"),
@@ -381,121 +330,4 @@ fn invalid_configurations_are_refused_naming_the_field() {
             "expected a message naming {field} for {config}, got:\n{log}"
         );
     }
-}
-
-/// POSTs `body` over HTTP/1.1 with chunked transfer encoding, `chunk` bytes per chunk.
-fn send_chunked(gw: &Gateway, body: &[u8], chunk: usize) -> Response {
-    let mut stream = TcpStream::connect(gw.addr()).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let head = "POST /api HTTP/1.1\r\nhost: gateway.test\r\nconnection: close\r\ncontent-type: application/xml\r\ntransfer-encoding: chunked\r\n\r\n";
-    stream.write_all(head.as_bytes()).expect("send head");
-    for (i, piece) in body.chunks(chunk).enumerate() {
-        let mut frame = format!("{:x}\r\n", piece.len()).into_bytes();
-        frame.extend_from_slice(piece);
-        frame.extend_from_slice(b"\r\n");
-        if stream.write_all(&frame).is_err() {
-            break; // Envoy answered and closed early: read the answer.
-        }
-        if i % 16 == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    let _ = stream.write_all(b"0\r\n\r\n");
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw)
-}
-
-/// Starts a chunked POST, sends one chunk of its body and, without ending the body, reads the
-/// answer.
-fn send_first_chunk(gw: &Gateway, piece: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(gw.addr()).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let head = "POST /api HTTP/1.1\r\nhost: gateway.test\r\ncontent-type: application/xml\r\ntransfer-encoding: chunked\r\n\r\n";
-    let mut frame = format!("{head}{:x}\r\n", piece.len()).into_bytes();
-    frame.extend_from_slice(piece);
-    frame.extend_from_slice(b"\r\n");
-    stream.write_all(&frame).expect("send first chunk");
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("incomplete response: {}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
-    {
-        let mut out = Vec::new();
-        let mut data = body.as_slice();
-        while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-            let n = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16)
-                .unwrap_or(0);
-            if n == 0 || data.len() < eol + 2 + n {
-                break;
-            }
-            out.extend_from_slice(&data[eol + 2..eol + 2 + n]);
-            data = &data[(eol + 4 + n).min(data.len())..];
-        }
-        body = out;
-    }
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// POSTs `body` over HTTP/2 followed by a trailer (nghttp: DATA frames without END_STREAM,
-/// then a HEADERS frame with it). Returns the status and the response body.
-fn nghttp_with_trailers(gw: &Gateway, body: &[u8]) -> (u16, String) {
-    let dir = palisade_tests::scratch_dir("nghttp");
-    let input = dir.join("body.json");
-    std::fs::write(&input, body).expect("write body");
-    let out = Command::new("nghttp")
-        .current_dir(&dir)
-        .args(["-v", "-t", "15", "--trailer", "x-checksum: 1"])
-        .args(["-H", "content-type: application/xml"])
-        .arg("-d")
-        .arg(&input)
-        .arg(format!("http://{}/trailers", gw.addr()))
-        .output()
-        .expect("run nghttp (scripts/install.d/xml-threat-protection.sh installs it)");
-    let verbose = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        verbose.contains("x-checksum: 1"),
-        "nghttp sent no trailer:\n{verbose}"
-    );
-    let status = verbose
-        .lines()
-        .find_map(|l| l.split_once(":status: ").map(|(_, s)| s.trim().to_owned()))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no :status in nghttp output:\n{verbose}"));
-    // (`-O` is not implemented in nghttp: the response body is printed among the frames.)
-    let body = verbose
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
 }

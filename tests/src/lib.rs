@@ -12,6 +12,7 @@
 //! Artifacts come from `PALISADE_DIST` (set by `make test`) or `dist/`, built on first use when
 //! missing; Envoy from `ENVOY_BIN` or `.tools/bin/envoy` (installed by `make tools`).
 
+pub mod body;
 pub mod client;
 pub mod envoy;
 pub mod upstream;

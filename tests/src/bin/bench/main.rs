@@ -61,6 +61,7 @@ pub fn bare() -> Row {
 }
 
 mod basic_auth;
+mod body;
 mod client_id_enforcement;
 mod cors;
 mod ip_filter;
