@@ -9,6 +9,7 @@
 //! * [`shared`]: compare-and-swap counters and a bounded cache on proxy-wasm shared data.
 //! * [`slots`]: per-key state (rate-limit windows) in a bounded table of shared-data slots.
 //! * [`identity`]: the authenticated caller, handed from an auth policy to later ones.
+//! * [`quota`]: what quota policies share: bucket keys and SLA tiers, counters, denials, config.
 //! * [`body`]: request-body inspection: media types, streaming scanners, verdict at end of
 //!   stream or trailers.
 //! * [`background`]: one fetcher per Envoy (a lease) and documents shared by every worker.
@@ -34,6 +35,7 @@ pub mod host;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
+pub mod quota;
 pub mod secret;
 pub mod selector;
 pub mod shared;

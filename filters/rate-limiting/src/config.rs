@@ -2,8 +2,8 @@
 
 use crate::window::{Algorithm, Limit};
 use palisade_kit::address::AddressSource;
+use palisade_kit::quota;
 use palisade_kit::selector::Selector;
-use palisade_kit::shared::stable_hash;
 use palisade_kit::{config, ConfigError, Denial, DenialOverride};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -12,10 +12,7 @@ use std::collections::BTreeMap;
 pub const MAX_LIMITS: usize = 16;
 /// Longest window: one year.
 pub const MAX_PERIOD_MS: u64 = 366 * 24 * 3600 * 1000;
-/// Largest `maxKeys`.
-pub const MAX_KEYS: u32 = 10_000_000;
-/// Default `maxKeys`.
-pub const DEFAULT_MAX_KEYS: u32 = 100_000;
+pub use palisade_kit::quota::{check_id, DEFAULT_MAX_KEYS, MAX_KEYS};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -40,7 +37,7 @@ struct RawConfig {
     tiers: Option<BTreeMap<String, Vec<RawLimit>>>,
     #[serde(default)]
     key_selector: Option<Selector>,
-    #[serde(default = "default_source")]
+    #[serde(default = "quota::default_ip_source")]
     ip_source: String,
     #[serde(default)]
     trusted_hops: Option<u32>,
@@ -52,28 +49,15 @@ struct RawConfig {
     max_keys: Option<u32>,
     #[serde(default)]
     id: Option<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "quota::default_block_on_unknown_quota")]
     block_on_unknown_quota: bool,
     #[serde(default)]
     denial: Option<DenialOverride>,
 }
 
-fn default_source() -> String {
-    "peer".into()
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// Where the limits come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Limits {
-    /// The same limits for every key.
-    Fixed(Vec<Limit>),
-    /// SLA mode: the limits of the authenticated client's tier; the key is the client id.
-    Tiers(BTreeMap<String, Vec<Limit>>),
-}
+/// Where the limits come from: the same set for every key, or (SLA mode) the set of the
+/// authenticated client's tier, keyed by the client id.
+pub type Limits = quota::Limits<Vec<Limit>>;
 
 /// The compiled configuration.
 #[derive(Debug)]
@@ -131,50 +115,17 @@ fn compile_limits(raw: &[RawLimit], path: &str) -> Result<Vec<Limit>, ConfigErro
         .collect()
 }
 
-/// Checks an instance `id` (it becomes part of shared-data keys).
-pub fn check_id(id: &str) -> Result<(), ConfigError> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::at(
-            "id",
-            "1-64 characters among letters, digits, `-`, `_` and `.`",
-        ))
-    }
-}
-
 impl Config {
     /// Parses and validates the JSON configuration.
     pub fn compile(json: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawConfig = config::parse(json)?;
         let limits = match (&raw.rate_limits, &raw.tiers) {
             (Some(limits), None) => Limits::Fixed(compile_limits(limits, "rateLimits")?),
-            (None, Some(tiers)) => {
-                if tiers.is_empty() {
-                    return Err(ConfigError::at("tiers", "name at least one tier"));
-                }
-                if raw.key_selector.is_some() {
-                    return Err(ConfigError::at(
-                        "keySelector",
-                        "with `tiers` the key is the authenticated client id",
-                    ));
-                }
-                let mut out = BTreeMap::new();
-                for (name, limits) in tiers {
-                    if name.is_empty() {
-                        return Err(ConfigError::at("tiers", "a tier name cannot be empty"));
-                    }
-                    out.insert(
-                        name.clone(),
-                        compile_limits(limits, &format!("tiers.{name}"))?,
-                    );
-                }
-                Limits::Tiers(out)
-            }
+            (None, Some(tiers)) => Limits::Tiers(quota::compile_tiers(
+                tiers,
+                raw.key_selector.is_some(),
+                |name, limits| compile_limits(limits, &format!("tiers.{name}")),
+            )?),
             (Some(_), Some(_)) => return Err(ConfigError::at(
                 "tiers",
                 "give either `rateLimits` (one set for every key) or `tiers` (SLA mode), not both",
@@ -186,36 +137,13 @@ impl Config {
                 ))
             }
         };
-        let source = AddressSource::parse(&raw.ip_source, raw.trusted_hops).map_err(|msg| {
-            let field = if msg.starts_with("trustedHops") {
-                "trustedHops"
-            } else {
-                "ipSource"
-            };
-            ConfigError::at(field, msg)
-        })?;
-        let max_keys = raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
-        if !(1..=MAX_KEYS).contains(&max_keys) {
-            return Err(ConfigError::at(
-                "maxKeys",
-                format!("must be 1 to {MAX_KEYS}"),
-            ));
-        }
-        // Instances must not share counters by accident: an explicit id, or the configuration's
-        // hash (two identical configurations on two routes do share; give them ids to separate).
-        let instance = match &raw.id {
-            Some(id) => {
-                check_id(id)?;
-                id.clone()
-            }
-            None => format!("{:016x}", stable_hash(json)),
-        };
-        let denial = Denial::new(
-            429,
-            "rate_limited",
+        let source = quota::address_source(&raw.ip_source, raw.trusted_hops)?;
+        let max_keys = quota::check_max_keys(raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS))?;
+        let prefix = quota::instance_prefix("rl", raw.id.as_deref(), json)?;
+        let denial = quota::rate_limited(
             "Too many requests: the rate limit of this API was reached. Retry later.",
-        )
-        .overridden(raw.denial.as_ref(), "denial")?;
+            raw.denial.as_ref(),
+        )?;
         Ok(Config {
             limits,
             key: raw.key_selector,
@@ -226,7 +154,7 @@ impl Config {
                 Some(RawAlgorithm::SlidingWindow) => Algorithm::SlidingWindow,
             },
             max_keys,
-            prefix: format!("palisade:rl:{instance}"),
+            prefix,
             block_on_unknown_quota: raw.block_on_unknown_quota,
             denial,
         })

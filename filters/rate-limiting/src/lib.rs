@@ -9,32 +9,17 @@
 pub mod config;
 pub mod window;
 
-use config::{Config, Limits};
-use palisade_kit::identity::Identity;
-use palisade_kit::metrics::Counter;
+use config::Config;
+use palisade_kit::quota::{self, Quota};
 use palisade_kit::shared::Update;
 use palisade_kit::slots::{SlotTable, Slotted};
-use palisade_kit::{ConfigError, Denial, Host, LogLevel};
-use window::{Decision, Limit};
+use palisade_kit::{ConfigError, Host};
+use window::Decision;
 
 /// The policy name (artifact and metric prefix).
 pub const NAME: &str = "rate-limiting";
 
-/// The key of the single bucket when no `keySelector` is configured.
-const WHOLE_API_KEY: &str = "*";
-/// The key of the bucket shared by requests whose key cannot be read.
-const MISSING_KEY: &str = "-";
-
-/// The `X-Ratelimit-*` values of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateHeaders {
-    /// `X-Ratelimit-Limit`.
-    pub limit: u64,
-    /// `X-Ratelimit-Remaining`.
-    pub remaining: u64,
-    /// `X-Ratelimit-Reset`, milliseconds.
-    pub reset_ms: u64,
-}
+pub use palisade_kit::quota::RateHeaders;
 
 /// What happened to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,105 +30,37 @@ pub enum Outcome {
     Denied,
 }
 
-struct Counters {
-    allowed: Counter,
-    rejected: Counter,
-    missing_key: Counter,
-    key_table_full: Counter,
-    store_error: Counter,
-    unauthenticated: Counter,
-    unknown_tier: Counter,
-}
-
 /// The compiled policy.
 pub struct RateLimiter {
     config: Config,
     table: SlotTable,
-    unavailable: Denial,
-    unidentified: Denial,
-    unknown_tier: Denial,
-    counters: Counters,
+    quota: Quota,
 }
 
 impl RateLimiter {
     /// Compiles the configuration and defines the metrics.
     pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(json)?;
-        let mut counter = |outcome| {
-            Counter::define(host, NAME, outcome)
-                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
-        };
-        let counters = Counters {
-            allowed: counter("allowed")?,
-            rejected: counter("rejected")?,
-            missing_key: counter("missing_key")?,
-            key_table_full: counter("key_table_full")?,
-            store_error: counter("store_error")?,
-            unauthenticated: counter("unauthenticated")?,
-            unknown_tier: counter("unknown_tier")?,
-        };
+        let quota = Quota::define(
+            host,
+            NAME,
+            "This API's rate limits are per client application: authenticate the client.",
+        )?;
         Ok(RateLimiter {
             table: SlotTable::new(&config.prefix, config.max_keys),
             config,
-            unavailable: Denial::new(
-                503,
-                "quota_unavailable",
-                "The rate limit state could not be read. Retry later.",
-            ),
-            unidentified: Denial::new(
-                401,
-                "client_unidentified",
-                "This API's rate limits are per client application: authenticate the client.",
-            ),
-            unknown_tier: Denial::new(
-                403,
-                "sla_tier_unknown",
-                "The client application has no SLA tier with limits for this API.",
-            ),
-            counters,
+            quota,
         })
-    }
-
-    /// The limits and bucket key of the current request, or the denial to send.
-    fn bucket(&self, host: &impl Host) -> Result<(String, &[Limit]), (&Denial, Counter)> {
-        match &self.config.limits {
-            Limits::Fixed(limits) => {
-                let key = match &self.config.key {
-                    None => WHOLE_API_KEY.to_owned(),
-                    Some(selector) => match selector.evaluate(host, &self.config.source) {
-                        Some(value) => format!("k:{value}"),
-                        None => {
-                            self.counters.missing_key.inc(host);
-                            MISSING_KEY.to_owned()
-                        }
-                    },
-                };
-                Ok((key, limits))
-            }
-            Limits::Tiers(tiers) => {
-                let identity = Identity::current(host);
-                let Some((client, tier)) = identity.and_then(|id| Some((id.client_id?, id.tier)))
-                else {
-                    return Err((&self.unidentified, self.counters.unauthenticated));
-                };
-                let Some((name, limits)) = tier.and_then(|t| tiers.get_key_value(&t)) else {
-                    return Err((&self.unknown_tier, self.counters.unknown_tier));
-                };
-                // A client whose tier changes starts counting afresh under its new limits.
-                Ok((format!("t:{name}\n{client}"), limits))
-            }
-        }
     }
 
     /// Decides on a request whose headers have arrived.
     pub fn on_request(&self, host: &mut impl Host) -> Outcome {
-        let (key, limits) = match self.bucket(host) {
-            Ok(bucket) => bucket,
-            Err((denial, counter)) => {
-                counter.inc(host);
-                let _ = denial.send(host);
-                return Outcome::Denied;
-            }
+        let config = &self.config;
+        let Some((key, limits)) =
+            self.quota
+                .bucket(host, &config.limits, config.key.as_ref(), &config.source)
+        else {
+            return Outcome::Denied;
         };
         let now = host.now_ms();
         let algorithm = self.config.algorithm;
@@ -166,7 +83,7 @@ impl RateLimiter {
             });
         match result {
             Ok(Slotted::Done(decision)) if decision.allowed => {
-                self.counters.allowed.inc(host);
+                self.quota.counters.allowed.inc(host);
                 Outcome::Allowed(self.config.expose_headers.then_some(RateHeaders {
                     limit: decision.limit,
                     remaining: decision.remaining,
@@ -174,13 +91,13 @@ impl RateLimiter {
                 }))
             }
             Ok(Slotted::Done(decision)) => {
-                self.counters.rejected.inc(host);
+                self.quota.counters.rejected.inc(host);
                 self.reject(host, &decision)
             }
             Ok(Slotted::Full { free_at_ms }) => {
                 // Every slot this key may use holds another client's live window: rejecting is
                 // the only answer that neither resets nor shares someone else's quota.
-                self.counters.key_table_full.inc(host);
+                self.quota.counters.key_table_full.inc(host);
                 let wait = free_at_ms.saturating_sub(now);
                 let decision = Decision {
                     allowed: false,
@@ -192,13 +109,10 @@ impl RateLimiter {
                 self.reject(host, &decision)
             }
             Err(e) => {
-                self.counters.store_error.inc(host);
-                host.log(
-                    LogLevel::Warn,
-                    &format!("{NAME}: shared data unavailable: {e:?}"),
-                );
-                if self.config.block_on_unknown_quota {
-                    let _ = self.unavailable.send(host);
+                if self
+                    .quota
+                    .store_error(host, NAME, &e, config.block_on_unknown_quota)
+                {
                     Outcome::Denied
                 } else {
                     Outcome::Allowed(None)
@@ -208,37 +122,18 @@ impl RateLimiter {
     }
 
     fn reject(&self, host: &mut impl Host, decision: &Decision) -> Outcome {
-        let retry_after = window::retry_after_secs(decision.retry_after_ms).to_string();
-        let result = if self.config.expose_headers {
-            let (limit, remaining, reset) = (
-                decision.limit.to_string(),
-                decision.remaining.to_string(),
-                decision.reset_ms.to_string(),
-            );
-            self.config.denial.send_with(
-                host,
-                &[
-                    ("retry-after", &retry_after),
-                    ("x-ratelimit-limit", &limit),
-                    ("x-ratelimit-remaining", &remaining),
-                    ("x-ratelimit-reset", &reset),
-                ],
-            )
-        } else {
-            self.config
-                .denial
-                .send_with(host, &[("retry-after", &retry_after)])
-        };
-        // If even the local reply fails there is nothing better to do than to stop the request.
-        let _ = result;
+        let headers = self.config.expose_headers.then_some(RateHeaders {
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset_ms: decision.reset_ms,
+        });
+        quota::send_limited(host, &self.config.denial, decision.retry_after_ms, headers);
         Outcome::Denied
     }
 
     /// Adds the `X-Ratelimit-*` headers to an allowed request's response.
     pub fn add_headers(host: &mut impl Host, headers: &RateHeaders) {
-        host.set_response_header("x-ratelimit-limit", &headers.limit.to_string());
-        host.set_response_header("x-ratelimit-remaining", &headers.remaining.to_string());
-        host.set_response_header("x-ratelimit-reset", &headers.reset_ms.to_string());
+        headers.add_to_response(host);
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use palisade_kit::identity::Identity;
 use palisade_kit::testing::{TestEnvoy, TestRequest};
 
 fn limiter(envoy: &TestEnvoy, config: &str) -> RateLimiter {

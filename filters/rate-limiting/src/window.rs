@@ -199,10 +199,7 @@ pub fn decide(
     )
 }
 
-/// Whole seconds for `Retry-After`: rounded up, at least 1.
-pub fn retry_after_secs(ms: u64) -> u64 {
-    ms.div_ceil(1000).max(1)
-}
+pub use palisade_kit::quota::retry_after_secs;
 
 /// Stored form: `live_until (u64 LE) | per limit: start, prev, cur (u64 LE each)`.
 pub fn encode(windows: &[Window], live_until: u64) -> Vec<u8> {

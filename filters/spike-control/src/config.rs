@@ -2,8 +2,8 @@
 
 use crate::log::Limit;
 use palisade_kit::address::AddressSource;
+use palisade_kit::quota;
 use palisade_kit::selector::Selector;
-use palisade_kit::shared::stable_hash;
 use palisade_kit::{config, ConfigError, Denial, DenialOverride};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -19,8 +19,7 @@ pub const MAX_DELAY_MS: u64 = 600_000;
 pub const MAX_ATTEMPTS: u32 = 100;
 /// Largest `queuingLimit`.
 pub const MAX_QUEUE: u32 = 10_000;
-/// Largest `maxKeys`.
-pub const MAX_KEYS: u32 = 10_000_000;
+pub use palisade_kit::quota::MAX_KEYS;
 /// Timer resolution while requests wait: delays are honoured within this much.
 pub const TICK_MS: u64 = 10;
 
@@ -48,7 +47,7 @@ struct RawConfig {
     expose_headers: bool,
     #[serde(default)]
     key_selector: Option<Selector>,
-    #[serde(default = "default_source")]
+    #[serde(default = "quota::default_ip_source")]
     ip_source: String,
     #[serde(default)]
     trusted_hops: Option<u32>,
@@ -58,7 +57,7 @@ struct RawConfig {
     max_keys: u32,
     #[serde(default)]
     id: Option<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "quota::default_block_on_unknown_quota")]
     block_on_unknown_quota: bool,
     #[serde(default)]
     denial: Option<DenialOverride>,
@@ -73,24 +72,13 @@ fn one_u32() -> u32 {
 fn second() -> u64 {
     1000
 }
-fn yes() -> bool {
-    true
-}
-fn default_source() -> String {
-    "peer".into()
-}
 fn default_max_keys() -> u32 {
-    100_000
+    quota::DEFAULT_MAX_KEYS
 }
 
-/// Where the limit comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Limits {
-    /// One limit for every key.
-    Fixed(Limit),
-    /// SLA mode: the limit of the authenticated client's tier; the key is the client id.
-    Tiers(BTreeMap<String, Limit>),
-}
+/// Where the limit comes from: one limit for every key, or (SLA mode) the limit of the
+/// authenticated client's tier, keyed by the client id.
+pub type Limits = quota::Limits<Limit>;
 
 /// The compiled configuration.
 #[derive(Debug)]
@@ -149,32 +137,17 @@ impl Config {
         let base = limit(raw.maximum_requests, raw.time_period_in_milliseconds, "")?;
         let limits = match &raw.tiers {
             None => Limits::Fixed(base),
-            Some(tiers) => {
-                if tiers.is_empty() {
-                    return Err(ConfigError::at("tiers", "name at least one tier"));
-                }
-                if raw.key_selector.is_some() {
-                    return Err(ConfigError::at(
-                        "keySelector",
-                        "with `tiers` the key is the authenticated client id",
-                    ));
-                }
-                let mut out = BTreeMap::new();
-                for (name, t) in tiers {
-                    if name.is_empty() {
-                        return Err(ConfigError::at("tiers", "a tier name cannot be empty"));
-                    }
-                    out.insert(
-                        name.clone(),
-                        limit(
-                            t.maximum_requests,
-                            t.time_period_in_milliseconds,
-                            &format!("tiers.{name}."),
-                        )?,
-                    );
-                }
-                Limits::Tiers(out)
-            }
+            Some(tiers) => Limits::Tiers(quota::compile_tiers(
+                tiers,
+                raw.key_selector.is_some(),
+                |name, t| {
+                    limit(
+                        t.maximum_requests,
+                        t.time_period_in_milliseconds,
+                        &format!("tiers.{name}."),
+                    )
+                },
+            )?),
         };
         if !(1..=MAX_DELAY_MS).contains(&raw.delay_time_in_millis) {
             return Err(ConfigError::at(
@@ -194,42 +167,13 @@ impl Config {
                 format!("must be 0 to {MAX_QUEUE}"),
             ));
         }
-        if !(1..=MAX_KEYS).contains(&raw.max_keys) {
-            return Err(ConfigError::at(
-                "maxKeys",
-                format!("must be 1 to {MAX_KEYS}"),
-            ));
-        }
-        let source = AddressSource::parse(&raw.ip_source, raw.trusted_hops).map_err(|msg| {
-            let field = if msg.starts_with("trustedHops") {
-                "trustedHops"
-            } else {
-                "ipSource"
-            };
-            ConfigError::at(field, msg)
-        })?;
-        let instance = match &raw.id {
-            Some(id) => {
-                let ok = (1..=64).contains(&id.len())
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-                if !ok {
-                    return Err(ConfigError::at(
-                        "id",
-                        "1-64 characters among letters, digits, `-`, `_` and `.`",
-                    ));
-                }
-                id.clone()
-            }
-            None => format!("{:016x}", stable_hash(json)),
-        };
-        let denial = Denial::new(
-            429,
-            "rate_limited",
+        let max_keys = quota::check_max_keys(raw.max_keys)?;
+        let source = quota::address_source(&raw.ip_source, raw.trusted_hops)?;
+        let prefix = quota::instance_prefix("sc", raw.id.as_deref(), json)?;
+        let denial = quota::rate_limited(
             "Too many requests: the spike limit of this API was reached. Retry later.",
-        )
-        .overridden(raw.denial.as_ref(), "denial")?;
+            raw.denial.as_ref(),
+        )?;
         Ok(Config {
             limits,
             delay_ms: raw.delay_time_in_millis,
@@ -238,8 +182,8 @@ impl Config {
             expose_headers: raw.expose_headers,
             key: raw.key_selector,
             source,
-            max_keys: raw.max_keys,
-            prefix: format!("palisade:sc:{instance}"),
+            max_keys,
+            prefix,
             block_on_unknown_quota: raw.block_on_unknown_quota,
             denial,
         })

@@ -14,13 +14,13 @@
 pub mod config;
 pub mod log;
 
-use config::{Config, Limits};
+use config::Config;
 use log::{Admission, KeyLog, Limit};
-use palisade_kit::identity::Identity;
 use palisade_kit::metrics::Counter;
+use palisade_kit::quota::{self, Quota};
 use palisade_kit::shared::{SharedError, Update};
 use palisade_kit::slots::{SlotTable, Slotted};
-use palisade_kit::{ConfigError, Denial, Host, LogLevel};
+use palisade_kit::{ConfigError, Host, LogLevel};
 
 /// The policy name (artifact and metric prefix).
 pub const NAME: &str = "spike-control";
@@ -29,19 +29,7 @@ pub const NAME: &str = "spike-control";
 /// [`KeyLog::waiters`]): generous scheduling slack.
 const DEADLINE_SLACK_MS: u64 = 5_000;
 
-const WHOLE_API_KEY: &str = "*";
-const MISSING_KEY: &str = "-";
-
-/// The `X-Ratelimit-*` values of one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateHeaders {
-    /// `X-Ratelimit-Limit`.
-    pub limit: u64,
-    /// `X-Ratelimit-Remaining`.
-    pub remaining: u64,
-    /// `X-Ratelimit-Reset`, milliseconds.
-    pub reset_ms: u64,
-}
+pub use palisade_kit::quota::RateHeaders;
 
 impl From<Admission> for RateHeaders {
     fn from(a: Admission) -> Self {
@@ -131,28 +119,20 @@ pub enum Retry {
     Rejected,
 }
 
+/// The counters only spike control has (the shared ones are in [`Quota`]).
 struct Counters {
-    allowed: Counter,
     allowed_after_delay: Counter,
     delayed: Counter,
-    rejected: Counter,
     rejected_after_delay: Counter,
     queue_full: Counter,
     client_gone: Counter,
-    missing_key: Counter,
-    key_table_full: Counter,
-    store_error: Counter,
-    unauthenticated: Counter,
-    unknown_tier: Counter,
 }
 
 /// The compiled policy.
 pub struct SpikeControl {
     config: Config,
     table: SlotTable,
-    unavailable: Denial,
-    unidentified: Denial,
-    unknown_tier: Denial,
+    quota: Quota,
     counters: Counters,
 }
 
@@ -167,42 +147,22 @@ impl SpikeControl {
     /// Compiles the configuration and defines the metrics.
     pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(json)?;
-        let mut counter = |outcome| {
-            Counter::define(host, NAME, outcome)
-                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
-        };
+        let quota = Quota::define(
+            host,
+            NAME,
+            "This API's limits are per client application: authenticate the client.",
+        )?;
         let counters = Counters {
-            allowed: counter("allowed")?,
-            allowed_after_delay: counter("allowed_after_delay")?,
-            delayed: counter("delayed")?,
-            rejected: counter("rejected")?,
-            rejected_after_delay: counter("rejected_after_delay")?,
-            queue_full: counter("queue_full")?,
-            client_gone: counter("client_gone")?,
-            missing_key: counter("missing_key")?,
-            key_table_full: counter("key_table_full")?,
-            store_error: counter("store_error")?,
-            unauthenticated: counter("unauthenticated")?,
-            unknown_tier: counter("unknown_tier")?,
+            allowed_after_delay: quota::counter(host, NAME, "allowed_after_delay")?,
+            delayed: quota::counter(host, NAME, "delayed")?,
+            rejected_after_delay: quota::counter(host, NAME, "rejected_after_delay")?,
+            queue_full: quota::counter(host, NAME, "queue_full")?,
+            client_gone: quota::counter(host, NAME, "client_gone")?,
         };
         Ok(SpikeControl {
             table: SlotTable::new(&config.prefix, config.max_keys),
             config,
-            unavailable: Denial::new(
-                503,
-                "quota_unavailable",
-                "The rate limit state could not be read. Retry later.",
-            ),
-            unidentified: Denial::new(
-                401,
-                "client_unidentified",
-                "This API's limits are per client application: authenticate the client.",
-            ),
-            unknown_tier: Denial::new(
-                403,
-                "sla_tier_unknown",
-                "The client application has no SLA tier with limits for this API.",
-            ),
+            quota,
             counters,
         })
     }
@@ -213,35 +173,6 @@ impl SpikeControl {
             config::TICK_MS.min(self.config.delay_ms) as u32
         } else {
             0
-        }
-    }
-
-    fn bucket(&self, host: &impl Host) -> Result<(String, Limit), (&Denial, Counter)> {
-        match &self.config.limits {
-            Limits::Fixed(limit) => {
-                let key = match &self.config.key {
-                    None => WHOLE_API_KEY.to_owned(),
-                    Some(selector) => match selector.evaluate(host, &self.config.source) {
-                        Some(value) => format!("k:{value}"),
-                        None => {
-                            self.counters.missing_key.inc(host);
-                            MISSING_KEY.to_owned()
-                        }
-                    },
-                };
-                Ok((key, *limit))
-            }
-            Limits::Tiers(tiers) => {
-                let Some((client, tier)) =
-                    Identity::current(host).and_then(|id| Some((id.client_id?, id.tier)))
-                else {
-                    return Err((&self.unidentified, self.counters.unauthenticated));
-                };
-                let Some((name, limit)) = tier.and_then(|t| tiers.get_key_value(&t)) else {
-                    return Err((&self.unknown_tier, self.counters.unknown_tier));
-                };
-                Ok((format!("t:{name}\n{client}"), *limit))
-            }
         }
     }
 
@@ -269,13 +200,12 @@ impl SpikeControl {
     /// Decides on a request whose headers have arrived. `context_id` identifies it if it must
     /// wait.
     pub fn on_request(&self, host: &mut impl Host, context_id: u32) -> Outcome {
-        let (key, limit) = match self.bucket(host) {
-            Ok(bucket) => bucket,
-            Err((denial, counter)) => {
-                counter.inc(host);
-                let _ = denial.send(host);
-                return Outcome::Denied;
-            }
+        let config = &self.config;
+        let Some((key, &limit)) =
+            self.quota
+                .bucket(host, &config.limits, config.key.as_ref(), &config.source)
+        else {
+            return Outcome::Denied;
         };
         let now = host.now_ms();
         let attempts = self.config.attempts;
@@ -302,7 +232,7 @@ impl SpikeControl {
         });
         match result {
             Ok(Slotted::Done(First::Admitted(admission))) => {
-                self.counters.allowed.inc(host);
+                self.quota.counters.allowed.inc(host);
                 Outcome::Allowed(self.config.expose_headers.then(|| admission.into()))
             }
             Ok(Slotted::Done(First::Queued)) => {
@@ -320,7 +250,7 @@ impl SpikeControl {
                 reset_ms,
                 queue_full,
             })) => {
-                self.counters.rejected.inc(host);
+                self.quota.counters.rejected.inc(host);
                 if queue_full {
                     self.counters.queue_full.inc(host);
                 }
@@ -328,18 +258,15 @@ impl SpikeControl {
                 Outcome::Denied
             }
             Ok(Slotted::Full { free_at_ms }) => {
-                self.counters.key_table_full.inc(host);
+                self.quota.counters.key_table_full.inc(host);
                 self.reject(host, limit.max, free_at_ms.saturating_sub(now));
                 Outcome::Denied
             }
             Err(e) => {
-                self.counters.store_error.inc(host);
-                host.log(
-                    LogLevel::Warn,
-                    &format!("{NAME}: shared data unavailable: {e:?}"),
-                );
-                if self.config.block_on_unknown_quota {
-                    let _ = self.unavailable.send(host);
+                if self
+                    .quota
+                    .store_error(host, NAME, &e, config.block_on_unknown_quota)
+                {
                     Outcome::Denied
                 } else {
                     Outcome::Allowed(None)
@@ -382,18 +309,15 @@ impl SpikeControl {
             Ok(Slotted::Full { free_at_ms }) => {
                 // The key's slot was taken over after its state expired (only possible when the
                 // request waited past its deadline): reject like a full table.
-                self.counters.key_table_full.inc(host);
+                self.quota.counters.key_table_full.inc(host);
                 self.reject(host, limit.max, free_at_ms.saturating_sub(now));
                 Retry::Rejected
             }
             Err(e) => {
-                self.counters.store_error.inc(host);
-                host.log(
-                    LogLevel::Warn,
-                    &format!("{NAME}: shared data unavailable: {e:?}"),
-                );
-                if self.config.block_on_unknown_quota {
-                    let _ = self.unavailable.send(host);
+                if self
+                    .quota
+                    .store_error(host, NAME, &e, self.config.block_on_unknown_quota)
+                {
                     Retry::Rejected
                 } else {
                     Retry::Admitted(None)
@@ -421,32 +345,17 @@ impl SpikeControl {
     }
 
     fn reject(&self, host: &mut impl Host, limit: u64, reset_ms: u64) {
-        let retry_after = log::retry_after_secs(reset_ms).to_string();
-        let result = if self.config.expose_headers {
-            let (limit, reset) = (limit.to_string(), reset_ms.max(1).to_string());
-            self.config.denial.send_with(
-                host,
-                &[
-                    ("retry-after", &retry_after),
-                    ("x-ratelimit-limit", &limit),
-                    ("x-ratelimit-remaining", "0"),
-                    ("x-ratelimit-reset", &reset),
-                ],
-            )
-        } else {
-            self.config
-                .denial
-                .send_with(host, &[("retry-after", &retry_after)])
-        };
-        // If even the local reply fails there is nothing better to do than to stop the request.
-        let _ = result;
+        let headers = self.config.expose_headers.then_some(RateHeaders {
+            limit,
+            remaining: 0,
+            reset_ms: reset_ms.max(1),
+        });
+        quota::send_limited(host, &self.config.denial, reset_ms, headers);
     }
 
     /// Adds the `X-Ratelimit-*` headers to an allowed request's response.
     pub fn add_headers(host: &mut impl Host, headers: &RateHeaders) {
-        host.set_response_header("x-ratelimit-limit", &headers.limit.to_string());
-        host.set_response_header("x-ratelimit-remaining", &headers.remaining.to_string());
-        host.set_response_header("x-ratelimit-reset", &headers.reset_ms.to_string());
+        headers.add_to_response(host);
     }
 }
 

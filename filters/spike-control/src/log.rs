@@ -154,10 +154,7 @@ pub fn stored_live_until(state: &[u8]) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-/// Whole seconds for `Retry-After`: rounded up, at least 1.
-pub fn retry_after_secs(ms: u64) -> u64 {
-    ms.div_ceil(1000).max(1)
-}
+pub use palisade_kit::quota::retry_after_secs;
 
 #[cfg(test)]
 mod tests {

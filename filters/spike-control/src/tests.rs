@@ -1,4 +1,5 @@
 use super::*;
+use palisade_kit::identity::Identity;
 use palisade_kit::testing::{TestEnvoy, TestRequest};
 use std::collections::HashMap;
 
