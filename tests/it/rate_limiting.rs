@@ -2,45 +2,20 @@
 //! window boundaries, combined limits, `Retry-After` and `X-Ratelimit-*` over HTTP/1.1 and
 //! HTTP/2, per-client keys, bounded key space, instance separation, refused configurations.
 
-use palisade_tests::{Gateway, GatewayBuilder, Request, Response, Upstream};
+use palisade_tests::quota::{
+    assert_rate_limited, assert_refused, behind_client_tiers, builder, num, retry_after,
+};
+use palisade_tests::{Gateway, Request, Response, Upstream};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// A gateway that closes a connection as soon as a local reply is written. The harness's
-/// HTTP/1.1 client reads responses to the end of the connection, and Envoy otherwise waits
-/// `delayed_close_timeout` (1 s) before closing after a local reply: hundreds of 429s would
-/// take minutes.
-fn builder() -> GatewayBuilder {
-    GatewayBuilder::new().hcm("delayed_close_timeout", json!("0s"))
-}
-
 fn gateway(upstream: &Upstream, config: serde_json::Value) -> Gateway {
-    builder()
-        .upstream(upstream)
-        .wasm("rate-limiting", config.to_string())
-        .start()
+    palisade_tests::quota::gateway(upstream, "rate-limiting", config)
 }
 
 fn assert_limited(resp: &Response) {
-    assert_eq!(resp.status, 429, "{}", resp.text());
+    assert_rate_limited(resp);
     assert_eq!(resp.header("content-type"), Some("application/json"));
-    assert_eq!(resp.json()["error"], "rate_limited");
-    assert!(
-        resp.header("x-upstream").is_none(),
-        "a rejected request reached the upstream"
-    );
-}
-
-fn retry_after(resp: &Response) -> u64 {
-    resp.header("retry-after")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no Retry-After in {:?}", resp.headers))
-}
-
-fn num(resp: &Response, name: &str) -> u64 {
-    resp.header(name)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {:?}", resp.headers))
 }
 
 #[test]
@@ -259,63 +234,51 @@ fn two_instances_in_one_envoy_keep_separate_counters() {
 #[test]
 fn invalid_configurations_are_refused_by_envoy_naming_the_field() {
     let one = json!([{"maximumRequests": 1, "timePeriodInMilliseconds": 1000}]);
-    for (config, field) in [
-        (json!({}), "`rateLimits`"),
-        (
-            json!({"rateLimits": [{"maximumRequests": 0, "timePeriodInMilliseconds": 1000}]}),
-            "`rateLimits[0].maximumRequests`",
-        ),
-        (
-            json!({"rateLimits": one, "keySelector": "body"}),
-            "`keySelector`",
-        ),
-        (
-            json!({"rateLimits": one, "algorithm": "tokenBucket"}),
-            "`algorithm`",
-        ),
-        (json!({"rateLimits": one, "maxKeys": 0}), "`maxKeys`"),
-        (
-            json!({"rateLimits": one, "tiers": {"gold": one}}),
-            "`tiers`",
-        ),
-        (
-            json!({"rateLimits": one, "exposeHeader": true}),
-            "`exposeHeader`",
-        ),
-    ] {
-        let log = GatewayBuilder::new()
-            .wasm("rate-limiting", config.to_string())
-            .start_err();
-        assert!(
-            log.contains("rate-limiting: invalid configuration") && log.contains(field),
-            "expected a message naming {field} for {config}, got:\n{log}"
-        );
-    }
+    assert_refused(
+        "rate-limiting",
+        [
+            (json!({}), "`rateLimits`"),
+            (
+                json!({"rateLimits": [{"maximumRequests": 0, "timePeriodInMilliseconds": 1000}]}),
+                "`rateLimits[0].maximumRequests`",
+            ),
+            (
+                json!({"rateLimits": one, "keySelector": "body"}),
+                "`keySelector`",
+            ),
+            (
+                json!({"rateLimits": one, "algorithm": "tokenBucket"}),
+                "`algorithm`",
+            ),
+            (json!({"rateLimits": one, "maxKeys": 0}), "`maxKeys`"),
+            (
+                json!({"rateLimits": one, "tiers": {"gold": one}}),
+                "`tiers`",
+            ),
+            (
+                json!({"rateLimits": one, "exposeHeader": true}),
+                "`exposeHeader`",
+            ),
+        ],
+    );
 }
 
 #[test]
 fn sla_tiers_from_client_id_enforcement_give_gold_and_silver_their_own_limits() {
     let upstream = Upstream::start();
-    let clients = json!([
-        {"clientId": "gold-app", "contracts": {"orders": "gold"}},
-        {"clientId": "silver-app", "contracts": {"orders": "silver"}},
-        {"clientId": "bronze-app", "contracts": {"orders": "bronze"}},
-    ]);
-    let gw = builder()
-        .upstream(&upstream)
-        .wasm(
-            "client-id-enforcement",
-            json!({"api": "orders", "clientSecretSource": null, "clients": clients}).to_string(),
-        )
-        .wasm(
-            "rate-limiting",
-            json!({"tiers": {
-                      "gold": [{"maximumRequests": 4, "timePeriodInMilliseconds": 60000}],
-                      "silver": [{"maximumRequests": 2, "timePeriodInMilliseconds": 60000}]},
-                   "exposeHeaders": true})
-            .to_string(),
-        )
-        .start();
+    let gw = behind_client_tiers(
+        &upstream,
+        &[
+            ("gold-app", "gold"),
+            ("silver-app", "silver"),
+            ("bronze-app", "bronze"),
+        ],
+        "rate-limiting",
+        json!({"tiers": {
+                  "gold": [{"maximumRequests": 4, "timePeriodInMilliseconds": 60000}],
+                  "silver": [{"maximumRequests": 2, "timePeriodInMilliseconds": 60000}]},
+               "exposeHeaders": true}),
+    );
     let call = |client: &str| gw.send(&Request::get("/").header("client_id", client));
     let allowed = |client: &str| (0..6).filter(|_| call(client).status == 200).count();
     assert_eq!(allowed("gold-app"), 4);

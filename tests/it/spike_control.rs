@@ -3,23 +3,20 @@
 //! its place, HTTP/2 streams are held and resumed, and invalid configurations are refused.
 //! Timings are asserted with generous bounds.
 
-use palisade_tests::{http1, Gateway, GatewayBuilder, Request, Response, Upstream};
+use palisade_tests::quota::{
+    assert_rate_limited, assert_refused, behind_client_tiers, retry_after,
+};
+use palisade_tests::{http1, Gateway, Request, Response, Upstream};
 use serde_json::json;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// Closes connections as soon as a local reply is written (see tests/it/rate_limiting.rs: the
-/// harness's HTTP/1.1 client reads to the end of the connection).
-fn builder() -> GatewayBuilder {
-    GatewayBuilder::new().hcm("delayed_close_timeout", json!("0s"))
-}
-
+/// A gateway that closes connections as soon as a local reply is written (see
+/// `palisade_tests::quota::builder`: the harness's HTTP/1.1 client reads to the end of the
+/// connection).
 fn gateway(upstream: &Upstream, config: serde_json::Value) -> Gateway {
-    builder()
-        .upstream(upstream)
-        .wasm("spike-control", config.to_string())
-        .start()
+    palisade_tests::quota::gateway(upstream, "spike-control", config)
 }
 
 fn timed(f: impl FnOnce() -> Response) -> (Response, Duration) {
@@ -29,14 +26,8 @@ fn timed(f: impl FnOnce() -> Response) -> (Response, Duration) {
 }
 
 fn assert_limited(resp: &Response) {
-    assert_eq!(resp.status, 429, "{}", resp.text());
-    assert_eq!(resp.json()["error"], "rate_limited");
-    assert!(resp.header("x-upstream").is_none());
-    let retry: u64 = resp
-        .header("retry-after")
-        .and_then(|v| v.parse().ok())
-        .expect("Retry-After");
-    assert!(retry >= 1);
+    assert_rate_limited(resp);
+    assert!(retry_after(resp) >= 1);
 }
 
 #[test]
@@ -182,44 +173,29 @@ fn without_a_queue_requests_over_the_limit_are_rejected_at_once() {
 
 #[test]
 fn invalid_configurations_are_refused_by_envoy_naming_the_field() {
-    for (config, field) in [
-        (json!({"maximumRequests": 0}), "`maximumRequests`"),
-        (json!({"delayTimeInMillis": 0}), "`delayTimeInMillis`"),
-        (json!({"queuingLimit": -1}), "`queuingLimit`"),
-        (json!({"keySelector": "body"}), "`keySelector`"),
-        (json!({"queueLimit": 3}), "`queueLimit`"),
-    ] {
-        let log = GatewayBuilder::new()
-            .wasm("spike-control", config.to_string())
-            .start_err();
-        assert!(
-            log.contains("spike-control: invalid configuration") && log.contains(field),
-            "expected a message naming {field} for {config}, got:\n{log}"
-        );
-    }
+    assert_refused(
+        "spike-control",
+        [
+            (json!({"maximumRequests": 0}), "`maximumRequests`"),
+            (json!({"delayTimeInMillis": 0}), "`delayTimeInMillis`"),
+            (json!({"queuingLimit": -1}), "`queuingLimit`"),
+            (json!({"keySelector": "body"}), "`keySelector`"),
+            (json!({"queueLimit": 3}), "`queueLimit`"),
+        ],
+    );
 }
 
 #[test]
 fn sla_tiers_from_client_id_enforcement() {
     let upstream = Upstream::start();
-    let clients = json!([
-        {"clientId": "gold-app", "contracts": {"orders": "gold"}},
-        {"clientId": "silver-app", "contracts": {"orders": "silver"}},
-    ]);
-    let gw = builder()
-        .upstream(&upstream)
-        .wasm(
-            "client-id-enforcement",
-            json!({"api": "orders", "clientSecretSource": null, "clients": clients}).to_string(),
-        )
-        .wasm(
-            "spike-control",
-            json!({"tiers": {
-                      "gold": {"maximumRequests": 3, "timePeriodInMilliseconds": 60000},
-                      "silver": {"maximumRequests": 1, "timePeriodInMilliseconds": 60000}}})
-            .to_string(),
-        )
-        .start();
+    let gw = behind_client_tiers(
+        &upstream,
+        &[("gold-app", "gold"), ("silver-app", "silver")],
+        "spike-control",
+        json!({"tiers": {
+                  "gold": {"maximumRequests": 3, "timePeriodInMilliseconds": 60000},
+                  "silver": {"maximumRequests": 1, "timePeriodInMilliseconds": 60000}}}),
+    );
     let allowed = |client: &str| {
         (0..4)
             .filter(|_| {

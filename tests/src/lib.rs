@@ -15,6 +15,7 @@
 pub mod body;
 pub mod client;
 pub mod envoy;
+pub mod quota;
 pub mod upstream;
 
 pub use client::{http1, http2, Request, Response};
