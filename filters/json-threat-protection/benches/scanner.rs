@@ -3,10 +3,10 @@
 //! Run with `cargo bench -p json-threat-protection`.
 
 use json_threat_protection::scanner::{JsonScanner, Limits};
+use palisade_kit::body::testing::{mb_per_s, scan_chunked};
 use palisade_kit::body::BodyScanner;
 use serde::de::IgnoredAny;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 fn document(size: usize) -> String {
     let record = r#"{"id":12345,"name":"Ada Lovelace","tags":["math","engines"],"score":-12.5e3,"active":true,"note":"caf\u00e9 \"quoted\""},"#;
@@ -16,22 +16,6 @@ fn document(size: usize) -> String {
     }
     doc.push_str("null]");
     doc
-}
-
-/// MB/s of `f` over `bytes`-sized inputs, best of 5 runs of at least 300 ms.
-fn rate(bytes: usize, mut f: impl FnMut()) -> f64 {
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let mut n = 0u64;
-        while start.elapsed() < Duration::from_millis(300) {
-            f();
-            n += 1;
-        }
-        let mbps = (bytes as f64 * n as f64) / start.elapsed().as_secs_f64() / 1e6;
-        best = best.max(mbps);
-    }
-    best
 }
 
 fn main() {
@@ -48,18 +32,19 @@ fn main() {
     for size in [10_000, 1_000_000] {
         let doc = document(size);
         let bytes = doc.as_bytes();
-        let whole = rate(bytes.len(), || {
+        let whole = mb_per_s(bytes.len(), || {
             let mut s = JsonScanner::new(limits);
             black_box(s.feed(black_box(bytes)).and_then(|()| s.finish())).ok();
         });
-        let chunked = rate(bytes.len(), || {
-            let mut s = JsonScanner::new(limits);
-            for c in bytes.chunks(16 * 1024) {
-                black_box(s.feed(black_box(c))).ok();
-            }
-            black_box(s.finish()).ok();
+        let chunked = mb_per_s(bytes.len(), || {
+            black_box(scan_chunked(
+                JsonScanner::new(limits),
+                black_box(bytes),
+                16 * 1024,
+            ))
+            .ok();
         });
-        let serde = rate(bytes.len(), || {
+        let serde = mb_per_s(bytes.len(), || {
             black_box(serde_json::from_slice::<IgnoredAny>(black_box(bytes))).ok();
         });
         println!(

@@ -1,6 +1,7 @@
 //! The `json-threat-protection` configuration: the JSON contract and its compilation.
 
 use crate::scanner::Limits;
+use palisade_kit::body::{limit, BodySettings};
 use palisade_kit::{config, ConfigError, DenialOverride};
 use serde::Deserialize;
 
@@ -31,37 +32,15 @@ fn yes() -> bool {
 pub struct Config {
     /// The structural limits.
     pub limits: Limits,
-    /// `maxBodyBytes`.
-    pub max_body_bytes: Option<u64>,
-    /// `checkAllBodies`.
-    pub check_all_bodies: bool,
-    /// `denial`.
-    pub denial: Option<DenialOverride>,
-}
-
-/// -1 or absent: unlimited; otherwise a non-negative limit.
-fn limit(value: Option<i64>, field: &str) -> Result<Option<u64>, ConfigError> {
-    match value {
-        None | Some(-1) => Ok(None),
-        Some(v) if v >= 0 => Ok(Some(v as u64)),
-        Some(v) => Err(ConfigError::at(
-            field,
-            format!("must be -1 (unlimited) or a non-negative number, got {v}"),
-        )),
-    }
+    /// `maxBodyBytes`, `checkAllBodies` and `denial`.
+    pub body: BodySettings,
 }
 
 impl Config {
     /// Parses and validates the JSON configuration.
     pub fn compile(json: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawConfig = config::parse(json)?;
-        let max_body_bytes = limit(raw.max_body_bytes, "maxBodyBytes")?;
-        if max_body_bytes == Some(0) {
-            return Err(ConfigError::at(
-                "maxBodyBytes",
-                "must be -1 (unlimited) or at least 1",
-            ));
-        }
+        let body = BodySettings::compile(raw.max_body_bytes, raw.check_all_bodies, raw.denial)?;
         Ok(Config {
             limits: Limits {
                 max_depth: limit(raw.max_container_depth, "maxContainerDepth")?,
@@ -71,9 +50,7 @@ impl Config {
                 max_elements: limit(raw.max_array_element_count, "maxArrayElementCount")?,
                 reject_duplicate_keys: !raw.allow_duplicate_keys,
             },
-            max_body_bytes,
-            check_all_bodies: raw.check_all_bodies,
-            denial: raw.denial,
+            body,
         })
     }
 }
@@ -93,8 +70,8 @@ mod tests {
     fn empty_configuration_is_unlimited_and_allows_duplicates() {
         let c = Config::compile(b"").unwrap();
         assert_eq!(c.limits, Limits::default());
-        assert_eq!(c.max_body_bytes, None);
-        assert!(!c.check_all_bodies);
+        assert_eq!(c.body.max_body_bytes, None);
+        assert!(!c.body.check_all_bodies);
         let c = Config::compile(
             br#"{"maxContainerDepth": -1, "maxArrayElementCount": 0, "allowDuplicateKeys": false}"#,
         )

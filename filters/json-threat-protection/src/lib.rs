@@ -9,7 +9,7 @@ pub mod config;
 pub mod scanner;
 
 use config::Config;
-use palisade_kit::body::{BodyPolicy, BodyRules, MediaTypes};
+use palisade_kit::body::{BodyPolicy, BodyRules};
 use palisade_kit::{ConfigError, Host};
 use scanner::{JsonScanner, Limits};
 
@@ -25,13 +25,12 @@ impl BodyPolicy for JsonThreatProtection {
 
     fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(config)?;
-        let media = MediaTypes::new(&["application/json"], "+json", config.check_all_bodies);
-        let rules = BodyRules::new(
+        let rules = BodyRules::configure(
             Self::NAME,
             "json_threat",
-            media,
-            config.max_body_bytes,
-            config.denial.as_ref(),
+            &["application/json"],
+            "+json",
+            &config.body,
             host,
         )?;
         Ok(JsonThreatProtection {
@@ -57,40 +56,12 @@ proxy_wasm::main! {{
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_kit::body::{BodyStream, Step};
-    use palisade_kit::testing::{LocalResponse, TestEnvoy};
+    use palisade_kit::body::testing::send;
+    use palisade_kit::body::Step;
+    use palisade_kit::testing::TestEnvoy;
 
     fn policy(envoy: &TestEnvoy, config: &str) -> JsonThreatProtection {
         JsonThreatProtection::configure(config.as_bytes(), &mut envoy.request(0)).unwrap()
-    }
-
-    /// Sends `body` in `chunks`-byte pieces, the last with end of stream (or trailers after).
-    fn send(
-        envoy: &TestEnvoy,
-        p: &JsonThreatProtection,
-        content_type: &str,
-        body: &str,
-        chunk: usize,
-        trailers: bool,
-    ) -> (Step, Option<LocalResponse>) {
-        let mut req = envoy.request(0);
-        req.add_header("content-type", content_type);
-        let mut stream = BodyStream::default();
-        let mut step = stream.on_headers(p, &mut req, false);
-        let pieces: Vec<&[u8]> = body.as_bytes().chunks(chunk).collect();
-        for (i, _) in pieces.iter().enumerate() {
-            if step == Step::Denied {
-                break;
-            }
-            let buffered: usize = pieces[..=i].iter().map(|c| c.len()).sum();
-            let end = !trailers && i + 1 == pieces.len();
-            let all = body.as_bytes();
-            step = stream.on_body(p, &mut req, buffered, end, |s, n| all[s..s + n].to_vec());
-        }
-        if trailers && step == Step::Wait {
-            step = stream.on_trailers(p, &mut req);
-        }
-        (step, req.response().cloned())
     }
 
     #[test]

@@ -1,4 +1,5 @@
 use super::*;
+use palisade_kit::body::testing::{scan_chunked, scan_random_chunks, Rng};
 use palisade_kit::body::ViolationKind;
 use std::path::PathBuf;
 
@@ -6,54 +7,22 @@ fn unlimited() -> Limits {
     Limits::default()
 }
 
-/// Scans `doc` split at every `step` bytes.
-fn scan_chunked(limits: Limits, doc: &[u8], step: usize) -> Result<(), Violation> {
-    let mut s = JsonScanner::new(limits);
-    for chunk in doc.chunks(step.max(1)) {
-        s.feed(chunk)?;
-    }
-    s.finish()
-}
-
-/// A small deterministic PRNG (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn scan_random_chunks(limits: Limits, doc: &[u8], rng: &mut Rng) -> Result<(), Violation> {
-    let mut s = JsonScanner::new(limits);
-    let mut rest = doc;
-    while !rest.is_empty() {
-        let n = 1 + rng.below(rest.len().min(64));
-        let (chunk, tail) = rest.split_at(n);
-        s.feed(chunk)?;
-        rest = tail;
-    }
-    s.finish()
-}
-
 /// Whole, 1-byte and random chunking must agree exactly (verdict, offset, message).
 fn verdict(limits: Limits, doc: &[u8]) -> Result<(), Violation> {
     let whole = scan(limits, doc);
     assert_eq!(
-        scan_chunked(limits, doc, 1),
+        scan_chunked(JsonScanner::new(limits), doc, 1),
         whole,
         "1-byte chunks: {doc:?}"
     );
-    assert_eq!(scan_chunked(limits, doc, 7), whole, "7-byte chunks");
+    assert_eq!(
+        scan_chunked(JsonScanner::new(limits), doc, 7),
+        whole,
+        "7-byte chunks"
+    );
     let mut rng = Rng(doc.len() as u64 * 7919 + 1);
     assert_eq!(
-        scan_random_chunks(limits, doc, &mut rng),
+        scan_random_chunks(JsonScanner::new(limits), doc, 64, &mut rng),
         whole,
         "random chunks"
     );

@@ -114,6 +114,54 @@ impl MediaTypes {
     }
 }
 
+/// -1 or absent: unlimited; otherwise a non-negative limit. `field` names it in the error.
+pub fn limit(value: Option<i64>, field: &str) -> Result<Option<u64>, ConfigError> {
+    match value {
+        None | Some(-1) => Ok(None),
+        Some(v) if v >= 0 => Ok(Some(v as u64)),
+        Some(v) => Err(ConfigError::at(
+            field,
+            format!("must be -1 (unlimited) or a non-negative number, got {v}"),
+        )),
+    }
+}
+
+/// The configuration keys every body policy shares, compiled: `maxBodyBytes` (-1 or absent
+/// for unlimited, otherwise at least 1), `checkAllBodies` and `denial`. A policy keeps the raw
+/// fields in its own `deny_unknown_fields` type (serde's `flatten` does not combine with it)
+/// and compiles them with [`BodySettings::compile`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodySettings {
+    /// `maxBodyBytes`.
+    pub max_body_bytes: Option<u64>,
+    /// `checkAllBodies`.
+    pub check_all_bodies: bool,
+    /// `denial`.
+    pub denial: Option<DenialOverride>,
+}
+
+impl BodySettings {
+    /// Validates the shared raw fields.
+    pub fn compile(
+        max_body_bytes: Option<i64>,
+        check_all_bodies: bool,
+        denial: Option<DenialOverride>,
+    ) -> Result<Self, ConfigError> {
+        let max_body_bytes = limit(max_body_bytes, "maxBodyBytes")?;
+        if max_body_bytes == Some(0) {
+            return Err(ConfigError::at(
+                "maxBodyBytes",
+                "must be -1 (unlimited) or at least 1",
+            ));
+        }
+        Ok(BodySettings {
+            max_body_bytes,
+            check_all_bodies,
+            denial,
+        })
+    }
+}
+
 /// What a body policy needs besides its scanner, compiled at configure time.
 #[derive(Debug, Clone)]
 pub struct BodyRules {
@@ -163,6 +211,27 @@ impl BodyRules {
             denied_malformed: counter("denied_malformed")?,
             skipped: counter("skipped")?,
         })
+    }
+
+    /// Rules for `policy` inspecting the media types `exact` and `*/*<suffix>` (see
+    /// [`MediaTypes::new`]) with the shared `settings`; otherwise as [`BodyRules::new`].
+    pub fn configure(
+        policy: &str,
+        code: &'static str,
+        exact: &[&'static str],
+        suffix: &'static str,
+        settings: &BodySettings,
+        host: &mut impl Host,
+    ) -> Result<Self, ConfigError> {
+        let media = MediaTypes::new(exact, suffix, settings.check_all_bodies);
+        Self::new(
+            policy,
+            code,
+            media,
+            settings.max_body_bytes,
+            settings.denial.as_ref(),
+            host,
+        )
     }
 
     /// Which bodies are inspected.
@@ -373,8 +442,7 @@ impl<S: BodyScanner> BodyStream<S> {
 #[cfg(target_arch = "wasm32")]
 pub mod wasm {
     use super::{BodyPolicy, BodyStream, Step};
-    use crate::host::{Host, LogLevel};
-    use crate::wasm::{buffer_bytes, plugin_configuration, Buffer, WasmHost};
+    use crate::wasm::{buffer_bytes, configure_policy, deny_unconfigured, Buffer, WasmHost};
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, ContextType};
     use std::rc::Rc;
@@ -393,18 +461,12 @@ pub mod wasm {
 
     impl<P: BodyPolicy> RootContext for Root<P> {
         fn on_configure(&mut self, _size: usize) -> bool {
-            let mut host = WasmHost;
-            match P::configure(&plugin_configuration(), &mut host) {
-                Ok(policy) => {
-                    self.policy = Some(Rc::new(policy));
-                    true
-                }
-                Err(err) => {
-                    // Envoy refuses the filter: fail closed.
-                    host.log(LogLevel::Error, &format!("{}: {err}", P::NAME));
-                    false
-                }
-            }
+            let configure = |config: &[u8], host: &mut WasmHost| P::configure(config, host);
+            let Some(policy) = configure_policy(P::NAME, configure) else {
+                return false;
+            };
+            self.policy = Some(policy);
+            true
         }
 
         fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -435,16 +497,12 @@ pub mod wasm {
 
     impl<P: BodyPolicy> HttpContext for Stream<P> {
         fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-            let mut host = WasmHost;
             let Some(policy) = &self.policy else {
-                let denial =
-                    crate::Denial::new(503, "policy_unavailable", "The policy is not configured.");
-                let _ = denial.send(&mut host);
-                return Action::Pause;
+                return deny_unconfigured();
             };
             action(
                 self.stream
-                    .on_headers(policy.as_ref(), &mut host, end_of_stream),
+                    .on_headers(policy.as_ref(), &mut WasmHost, end_of_stream),
             )
         }
 
@@ -467,6 +525,126 @@ pub mod wasm {
                 return Action::Pause;
             };
             action(self.stream.on_trailers(policy.as_ref(), &mut WasmHost))
+        }
+    }
+}
+
+/// Drives body policies and scanners natively, for tests, fuzz targets and benchmarks.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing {
+    use super::{BodyPolicy, BodyScanner, BodyStream, Step, Violation};
+    use crate::testing::{LocalResponse, TestEnvoy};
+
+    /// Sends a request with `content_type` and `body` through `policy` in `chunk`-byte pieces,
+    /// the last with end of stream (or, with `trailers`, followed by trailers). Returns the last
+    /// step and the local response, if any.
+    pub fn send<P: BodyPolicy>(
+        envoy: &TestEnvoy,
+        policy: &P,
+        content_type: &str,
+        body: &str,
+        chunk: usize,
+        trailers: bool,
+    ) -> (Step, Option<LocalResponse>) {
+        let mut req = envoy.request(0);
+        req.add_header("content-type", content_type);
+        let mut stream = BodyStream::default();
+        let mut step = stream.on_headers(policy, &mut req, false);
+        let all = body.as_bytes();
+        let pieces: Vec<&[u8]> = all.chunks(chunk).collect();
+        for i in 0..pieces.len() {
+            if step == Step::Denied {
+                break;
+            }
+            let buffered: usize = pieces[..=i].iter().map(|c| c.len()).sum();
+            let end = !trailers && i + 1 == pieces.len();
+            step = stream.on_body(policy, &mut req, buffered, end, |s, n| {
+                all[s..s + n].to_vec()
+            });
+        }
+        if trailers && step == Step::Wait {
+            step = stream.on_trailers(policy, &mut req);
+        }
+        (step, req.response().cloned())
+    }
+
+    /// Feeds `doc` to `scanner` in pieces of `sizes[0]`, `sizes[1]`, `sizes[0]`, ... bytes (each
+    /// at least 1), stopping at the first violation, then finishes it.
+    pub fn scan_alternating(
+        mut scanner: impl BodyScanner,
+        doc: &[u8],
+        sizes: [usize; 2],
+    ) -> Result<(), Violation> {
+        let mut rest = doc;
+        let mut k = 0;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(sizes[k % 2].max(1).min(rest.len()));
+            k += 1;
+            rest = tail;
+            scanner.feed(chunk)?;
+        }
+        scanner.finish()
+    }
+
+    /// Feeds `doc` to `scanner` in `step`-byte pieces (at least 1), stopping at the first
+    /// violation, then finishes it.
+    pub fn scan_chunked(
+        scanner: impl BodyScanner,
+        doc: &[u8],
+        step: usize,
+    ) -> Result<(), Violation> {
+        scan_alternating(scanner, doc, [step, step])
+    }
+
+    /// Feeds `doc` to `scanner` in pieces of 1 to `max` bytes chosen by `rng`, then finishes it.
+    pub fn scan_random_chunks(
+        mut scanner: impl BodyScanner,
+        doc: &[u8],
+        max: usize,
+        rng: &mut Rng,
+    ) -> Result<(), Violation> {
+        let mut rest = doc;
+        while !rest.is_empty() {
+            let n = 1 + rng.below(rest.len().min(max));
+            let (chunk, tail) = rest.split_at(n);
+            scanner.feed(chunk)?;
+            rest = tail;
+        }
+        scanner.finish()
+    }
+
+    /// MB/s of `f` over `bytes`-sized inputs, best of 5 runs of at least 300 ms (for the
+    /// scanners' native micro-benchmarks).
+    pub fn mb_per_s(bytes: usize, mut f: impl FnMut()) -> f64 {
+        let mut best = 0.0f64;
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < std::time::Duration::from_millis(300) {
+                f();
+                n += 1;
+            }
+            best = best.max(bytes as f64 * n as f64 / start.elapsed().as_secs_f64() / 1e6);
+        }
+        best
+    }
+
+    /// A small deterministic PRNG (xorshift64*), so failures reproduce.
+    #[derive(Debug, Clone)]
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        /// The next 64 random bits.
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        /// A number in `0..n` (0 when `n` is 0).
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next_u64() % n.max(1) as u64) as usize
         }
     }
 }

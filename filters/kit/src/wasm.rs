@@ -441,6 +441,32 @@ pub fn resume_http_response() -> Result<(), HostError> {
     status(unsafe { abi::proxy_continue_stream(1) })
 }
 
+/// Compiles a policy's configuration in `on_configure`. On error, logs it (prefixed with the
+/// policy `name`) and returns `None`: `on_configure` then returns false and Envoy refuses the
+/// filter (or does not start), failing closed.
+pub(crate) fn configure_policy<P>(
+    name: &str,
+    configure: impl FnOnce(&[u8], &mut WasmHost) -> Result<P, crate::ConfigError>,
+) -> Option<Rc<P>> {
+    let mut host = WasmHost;
+    match configure(&plugin_configuration(), &mut host) {
+        Ok(policy) => Some(Rc::new(policy)),
+        Err(err) => {
+            host.log(LogLevel::Error, &format!("{name}: {err}"));
+            None
+        }
+    }
+}
+
+/// Answers a request whose policy is not configured: unreachable in practice (Envoy does not
+/// run a filter whose configure failed), but if it happens, deny (503) rather than let traffic
+/// through unchecked.
+pub(crate) fn deny_unconfigured() -> Action {
+    let denial = crate::Denial::new(503, "policy_unavailable", "The policy is not configured.");
+    let _ = denial.send(&mut WasmHost);
+    Action::Pause
+}
+
 /// Registers `P` as this module's policy. Call from `proxy_wasm::main!`.
 pub fn start_header_policy<P: HeaderPolicy>() {
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
@@ -456,18 +482,12 @@ impl<P: HeaderPolicy> Context for HeaderPolicyRoot<P> {}
 
 impl<P: HeaderPolicy> RootContext for HeaderPolicyRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let mut host = WasmHost;
-        match P::configure(&plugin_configuration(), &mut host) {
-            Ok(policy) => {
-                self.policy = Some(Rc::new(policy));
-                true
-            }
-            Err(err) => {
-                // Returning false makes Envoy refuse the filter (or not start): fail closed.
-                host.log(LogLevel::Error, &format!("{}: {err}", P::NAME));
-                false
-            }
-        }
+        let configure = |config: &[u8], host: &mut WasmHost| P::configure(config, host);
+        let Some(policy) = configure_policy(P::NAME, configure) else {
+            return false;
+        };
+        self.policy = Some(policy);
+        true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -489,16 +509,10 @@ impl<P: HeaderPolicy> Context for HeaderPolicyStream<P> {}
 
 impl<P: HeaderPolicy> HttpContext for HeaderPolicyStream<P> {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let mut host = WasmHost;
         let Some(policy) = &self.policy else {
-            // Unreachable in practice (Envoy does not run a filter whose configure failed),
-            // but if it happens: deny rather than let traffic through unchecked.
-            let denial =
-                crate::Denial::new(503, "policy_unavailable", "The policy is not configured.");
-            let _ = denial.send(&mut host);
-            return Action::Pause;
+            return deny_unconfigured();
         };
-        match policy.on_request_headers(&mut host) {
+        match policy.on_request_headers(&mut WasmHost) {
             Verdict::Continue => Action::Continue,
             Verdict::Respond => Action::Pause,
         }

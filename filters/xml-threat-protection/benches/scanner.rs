@@ -2,11 +2,11 @@
 //! set) versus `quick-xml` reading every event of the same document (well-formedness checks
 //! on: end names checked), in MB/s. Run with `cargo bench -p xml-threat-protection`.
 
+use palisade_kit::body::testing::{mb_per_s, scan_chunked};
 use palisade_kit::body::BodyScanner;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 use xml_threat_protection::scanner::{Limits, XmlScanner};
 
 fn document(size: usize) -> String {
@@ -17,21 +17,6 @@ fn document(size: usize) -> String {
     }
     doc.push_str("</orders>\n");
     doc
-}
-
-/// MB/s of `f` over `bytes`-sized inputs, best of 5 runs of at least 300 ms.
-fn rate(bytes: usize, mut f: impl FnMut()) -> f64 {
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let mut n = 0u64;
-        while start.elapsed() < Duration::from_millis(300) {
-            f();
-            n += 1;
-        }
-        best = best.max(bytes as f64 * n as f64 / start.elapsed().as_secs_f64() / 1e6);
-    }
-    best
 }
 
 /// quick-xml reading all events, checking end names and unescaping texts and attributes
@@ -78,18 +63,19 @@ fn main() {
         let bytes = doc.as_bytes();
         assert!(xml_threat_protection::scanner::scan(limits, bytes).is_ok());
         assert!(quick(bytes) > 0);
-        let whole = rate(bytes.len(), || {
+        let whole = mb_per_s(bytes.len(), || {
             let mut s = XmlScanner::new(limits);
             black_box(s.feed(black_box(bytes)).and_then(|()| s.finish())).ok();
         });
-        let chunked = rate(bytes.len(), || {
-            let mut s = XmlScanner::new(limits);
-            for c in bytes.chunks(16 * 1024) {
-                black_box(s.feed(black_box(c))).ok();
-            }
-            black_box(s.finish()).ok();
+        let chunked = mb_per_s(bytes.len(), || {
+            black_box(scan_chunked(
+                XmlScanner::new(limits),
+                black_box(bytes),
+                16 * 1024,
+            ))
+            .ok();
         });
-        let qx = rate(bytes.len(), || {
+        let qx = mb_per_s(bytes.len(), || {
             black_box(quick(black_box(bytes)));
         });
         println!(

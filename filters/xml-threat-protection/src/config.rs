@@ -1,6 +1,7 @@
 //! The `xml-threat-protection` configuration: the JSON contract and its compilation.
 
 use crate::scanner::Limits;
+use palisade_kit::body::{limit, BodySettings};
 use palisade_kit::{config, ConfigError, DenialOverride};
 use serde::Deserialize;
 
@@ -31,24 +32,8 @@ struct RawConfig {
 pub struct Config {
     /// The structural limits and DTD rules.
     pub limits: Limits,
-    /// `maxBodyBytes`.
-    pub max_body_bytes: Option<u64>,
-    /// `checkAllBodies`.
-    pub check_all_bodies: bool,
-    /// `denial`.
-    pub denial: Option<DenialOverride>,
-}
-
-/// -1 or absent: unlimited; otherwise a non-negative limit.
-fn limit(value: Option<i64>, field: &str) -> Result<Option<u64>, ConfigError> {
-    match value {
-        None | Some(-1) => Ok(None),
-        Some(v) if v >= 0 => Ok(Some(v as u64)),
-        Some(v) => Err(ConfigError::at(
-            field,
-            format!("must be -1 (unlimited) or a non-negative number, got {v}"),
-        )),
-    }
+    /// `maxBodyBytes`, `checkAllBodies` and `denial`.
+    pub body: BodySettings,
 }
 
 /// The default bound on entity expansion (characters).
@@ -58,13 +43,7 @@ impl Config {
     /// Parses and validates the JSON configuration.
     pub fn compile(json: &[u8]) -> Result<Self, ConfigError> {
         let raw: RawConfig = config::parse(json)?;
-        let max_body_bytes = limit(raw.max_body_bytes, "maxBodyBytes")?;
-        if max_body_bytes == Some(0) {
-            return Err(ConfigError::at(
-                "maxBodyBytes",
-                "must be -1 (unlimited) or at least 1",
-            ));
-        }
+        let body = BodySettings::compile(raw.max_body_bytes, raw.check_all_bodies, raw.denial)?;
         let max_entity_expansion = match raw.max_entity_expansion {
             None => DEFAULT_MAX_ENTITY_EXPANSION,
             Some(v) if v >= 0 => v as u64,
@@ -102,9 +81,7 @@ impl Config {
                 allow_dtd: raw.allow_dtd,
                 max_entity_expansion,
             },
-            max_body_bytes,
-            check_all_bodies: raw.check_all_bodies,
-            denial: raw.denial,
+            body,
         })
     }
 }

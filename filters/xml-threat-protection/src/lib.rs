@@ -9,7 +9,7 @@ pub mod config;
 pub mod scanner;
 
 use config::Config;
-use palisade_kit::body::{BodyPolicy, BodyRules, MediaTypes};
+use palisade_kit::body::{BodyPolicy, BodyRules};
 use palisade_kit::{ConfigError, Host};
 use scanner::{Limits, XmlScanner};
 
@@ -25,17 +25,12 @@ impl BodyPolicy for XmlThreatProtection {
 
     fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(config)?;
-        let media = MediaTypes::new(
-            &["application/xml", "text/xml"],
-            "+xml",
-            config.check_all_bodies,
-        );
-        let rules = BodyRules::new(
+        let rules = BodyRules::configure(
             Self::NAME,
             "xml_threat",
-            media,
-            config.max_body_bytes,
-            config.denial.as_ref(),
+            &["application/xml", "text/xml"],
+            "+xml",
+            &config.body,
             host,
         )?;
         Ok(XmlThreatProtection {
@@ -61,39 +56,12 @@ proxy_wasm::main! {{
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_kit::body::{BodyStream, Step};
-    use palisade_kit::testing::{LocalResponse, TestEnvoy};
+    use palisade_kit::body::testing::send;
+    use palisade_kit::body::Step;
+    use palisade_kit::testing::TestEnvoy;
 
     fn policy(envoy: &TestEnvoy, config: &str) -> XmlThreatProtection {
         XmlThreatProtection::configure(config.as_bytes(), &mut envoy.request(0)).unwrap()
-    }
-
-    fn send(
-        envoy: &TestEnvoy,
-        p: &XmlThreatProtection,
-        content_type: &str,
-        body: &str,
-        chunk: usize,
-        trailers: bool,
-    ) -> (Step, Option<LocalResponse>) {
-        let mut req = envoy.request(0);
-        req.add_header("content-type", content_type);
-        let mut stream = BodyStream::default();
-        let mut step = stream.on_headers(p, &mut req, false);
-        let all = body.as_bytes();
-        let pieces: Vec<&[u8]> = all.chunks(chunk).collect();
-        for i in 0..pieces.len() {
-            if step == Step::Denied {
-                break;
-            }
-            let buffered: usize = pieces[..=i].iter().map(|c| c.len()).sum();
-            let end = !trailers && i + 1 == pieces.len();
-            step = stream.on_body(p, &mut req, buffered, end, |s, n| all[s..s + n].to_vec());
-        }
-        if trailers && step == Step::Wait {
-            step = stream.on_trailers(p, &mut req);
-        }
-        (step, req.response().cloned())
     }
 
     #[test]

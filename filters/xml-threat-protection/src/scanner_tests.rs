@@ -1,4 +1,5 @@
 use super::*;
+use palisade_kit::body::testing::{scan_chunked, scan_random_chunks, Rng};
 use palisade_kit::body::ViolationKind;
 
 fn unlimited() -> Limits {
@@ -12,52 +13,26 @@ fn dtd() -> Limits {
     }
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn chunked(limits: Limits, doc: &[u8], step: usize) -> Result<(), Violation> {
-    let mut s = XmlScanner::new(limits);
-    for c in doc.chunks(step.max(1)) {
-        s.feed(c)?;
-    }
-    s.finish()
-}
-
-fn random_chunks(limits: Limits, doc: &[u8], rng: &mut Rng) -> Result<(), Violation> {
-    let mut s = XmlScanner::new(limits);
-    let mut rest = doc;
-    while !rest.is_empty() {
-        let n = 1 + rng.below(rest.len().min(40));
-        let (c, tail) = rest.split_at(n);
-        s.feed(c)?;
-        rest = tail;
-    }
-    s.finish()
-}
-
 /// Whole, 1-byte, 7-byte and random chunking must agree exactly.
 fn verdict(limits: Limits, doc: &[u8]) -> Result<(), Violation> {
     let whole = scan(limits, doc);
     assert_eq!(
-        chunked(limits, doc, 1),
+        scan_chunked(XmlScanner::new(limits), doc, 1),
         whole,
         "1-byte chunks of {:?}",
         String::from_utf8_lossy(doc)
     );
-    assert_eq!(chunked(limits, doc, 7), whole, "7-byte chunks");
+    assert_eq!(
+        scan_chunked(XmlScanner::new(limits), doc, 7),
+        whole,
+        "7-byte chunks"
+    );
     let mut rng = Rng(doc.len() as u64 * 31 + 7);
-    assert_eq!(random_chunks(limits, doc, &mut rng), whole, "random chunks");
+    assert_eq!(
+        scan_random_chunks(XmlScanner::new(limits), doc, 40, &mut rng),
+        whole,
+        "random chunks"
+    );
     whole
 }
 

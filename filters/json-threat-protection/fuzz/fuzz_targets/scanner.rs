@@ -4,7 +4,7 @@
 
 use json_threat_protection::scanner::{scan, JsonScanner, Limits};
 use libfuzzer_sys::fuzz_target;
-use palisade_kit::body::BodyScanner;
+use palisade_kit::body::testing::scan_alternating;
 
 fuzz_target!(|data: &[u8]| {
     // The first bytes choose the limits and the chunk sizes; the rest is the document.
@@ -22,19 +22,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let whole = scan(limits, doc);
     let sizes = [usize::from(c1 % 17) + 1, usize::from(c2 % 5) + 1];
-    let mut s = JsonScanner::new(limits);
-    let mut rest = doc;
-    let mut k = 0;
-    let chunked = loop {
-        if rest.is_empty() {
-            break s.finish();
-        }
-        let (chunk, tail) = rest.split_at(sizes[k % 2].min(rest.len()));
-        k += 1;
-        rest = tail;
-        if let Err(v) = s.feed(chunk) {
-            break Err(v);
-        }
-    };
+    let chunked = scan_alternating(JsonScanner::new(limits), doc, sizes);
     assert_eq!(whole, chunked);
 });

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use palisade_kit::body::BodyScanner;
+use palisade_kit::body::testing::scan_alternating;
 use xml_threat_protection::scanner::{scan, Limits, XmlScanner};
 
 fuzz_target!(|data: &[u8]| {
@@ -26,19 +26,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let whole = scan(limits, doc);
     let sizes = [usize::from(c1 % 17) + 1, usize::from(c2 % 5) + 1];
-    let mut s = XmlScanner::new(limits);
-    let mut rest = doc;
-    let mut k = 0;
-    let chunked = loop {
-        if rest.is_empty() {
-            break s.finish();
-        }
-        let (chunk, tail) = rest.split_at(sizes[k % 2].min(rest.len()));
-        k += 1;
-        rest = tail;
-        if let Err(v) = s.feed(chunk) {
-            break Err(v);
-        }
-    };
+    let chunked = scan_alternating(XmlScanner::new(limits), doc, sizes);
     assert_eq!(whole, chunked);
 });
