@@ -16,7 +16,7 @@
 //! string and entry-name lengths count Unicode characters after unescaping (a surrogate pair
 //! escape is one); entry counts are per object, element counts per array.
 
-use palisade_kit::body::{BodyScanner, Violation};
+use palisade_kit::body::{BodyScanner, Latch, Violation};
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hasher};
 
@@ -156,7 +156,7 @@ pub struct JsonScanner {
     keys: Vec<HashSet<u64>>,
     key_hash: DefaultHasher,
     /// Set after the first violation: the scanner refuses to go on.
-    failed: Option<Violation>,
+    failed: Latch,
 }
 
 /// Internal results carry the violation boxed: one pointer instead of a whole violation
@@ -202,7 +202,7 @@ impl JsonScanner {
             high_surrogate: None,
             keys: Vec::new(),
             key_hash: DefaultHasher::new(),
-            failed: None,
+            failed: Latch::default(),
         }
     }
 
@@ -577,21 +577,14 @@ impl JsonScanner {
 
 impl BodyScanner for JsonScanner {
     fn feed(&mut self, chunk: &[u8]) -> Result<(), Violation> {
-        if let Some(v) = &self.failed {
-            return Err(v.clone());
-        }
+        self.failed.check()?;
         let result = self.step(chunk).map_err(|v| *v);
         self.base += chunk.len() as u64;
-        if let Err(v) = &result {
-            self.failed = Some(v.clone());
-        }
-        result
+        self.failed.record(result)
     }
 
     fn finish(&mut self) -> Result<(), Violation> {
-        if let Some(v) = &self.failed {
-            return Err(v.clone());
-        }
+        self.failed.check()?;
         match self.state {
             State::End => Ok(()),
             State::Num(n) if n.complete() && self.stack.len == 0 => Ok(()),

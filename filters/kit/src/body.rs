@@ -71,6 +71,29 @@ pub trait BodyScanner {
     fn finish(&mut self) -> Result<(), Violation>;
 }
 
+/// A scanner's first violation from [`BodyScanner::feed`], which every later call repeats (a
+/// scanner is not fed again after an error, but must stay consistent if it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Latch(Option<Violation>);
+
+impl Latch {
+    /// The latched violation, if any.
+    pub fn check(&self) -> Result<(), Violation> {
+        match &self.0 {
+            Some(v) => Err(v.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Latches `result`'s violation, if any, and returns it.
+    pub fn record(&mut self, result: Result<(), Violation>) -> Result<(), Violation> {
+        if let Err(v) = &result {
+            self.0 = Some(v.clone());
+        }
+        result
+    }
+}
+
 /// Which bodies are inspected, by `content-type`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaTypes {

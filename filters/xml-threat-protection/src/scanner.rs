@@ -17,7 +17,7 @@
 //! that can only let one malformed document through, never amplify work. Names are checked as ASCII name characters plus any
 //! non-ASCII character (the finer Unicode name classes are not enforced).
 
-use palisade_kit::body::{BodyScanner, Violation};
+use palisade_kit::body::{BodyScanner, Latch, Violation};
 use std::collections::{HashMap, HashSet};
 
 /// Sets of name hashes keep std's randomly keyed hasher: with a fixed one, crafted names could
@@ -298,7 +298,7 @@ pub struct XmlScanner {
     expanded: u64,
     keyword: [u8; 8],
     keyword_len: usize,
-    failed: Option<Violation>,
+    failed: Latch,
 }
 
 impl XmlScanner {
@@ -338,7 +338,7 @@ impl XmlScanner {
             expanded: 0,
             keyword: [0; 8],
             keyword_len: 0,
-            failed: None,
+            failed: Latch::default(),
         }
     }
 
@@ -1160,21 +1160,14 @@ impl XmlScanner {
 
 impl BodyScanner for XmlScanner {
     fn feed(&mut self, chunk: &[u8]) -> Result<(), Violation> {
-        if let Some(v) = &self.failed {
-            return Err(v.clone());
-        }
+        self.failed.check()?;
         let result = self.step(chunk).map_err(|v| *v);
         self.base += chunk.len() as u64;
-        if let Err(v) = &result {
-            self.failed = Some(v.clone());
-        }
-        result
+        self.failed.record(result)
     }
 
     fn finish(&mut self) -> Result<(), Violation> {
-        if let Some(v) = &self.failed {
-            return Err(v.clone());
-        }
+        self.failed.check()?;
         let at = self.base;
         if matches!(self.state, State::Done) && self.utf8_left == 0 {
             Ok(())
