@@ -3,9 +3,9 @@
 //! evasion, HTTP/2 with and without trailers, and refused configurations. The echo upstream
 //! proves that rejected bodies never reach it.
 
-use palisade_tests::body::BodyPolicy;
-use palisade_tests::{GatewayBuilder, Request, Upstream};
-use serde_json::{json, Value};
+use palisade_tests::body::{echoed, post_as, BodyPolicy};
+use palisade_tests::{Request, Upstream};
+use serde_json::json;
 
 const POLICY: &str = "json-threat-protection";
 
@@ -209,11 +209,7 @@ fn content_type_evasion_is_closed_by_check_all_bodies() {
     let upstream = Upstream::start();
     let default = P.gateway(&upstream, json!({"maxContainerDepth": 2}));
     let attack = "[[[[[[1]]]]]]";
-    let as_type = |t: &str| {
-        Request::new("POST", "/api")
-            .header("content-type", t)
-            .body(attack)
-    };
+    let as_type = |t: &str| post_as(t, attack);
     // JSON media types and bodies without a content type are inspected...
     for t in [
         "application/json",
@@ -264,11 +260,7 @@ fn http2_bodies_with_and_without_trailers() {
     // With trailers no data frame carries end-of-stream: the verdict completes in the trailers.
     let (status, body) = P.nghttp_with_trailers(&gw, b"[1,2,3]");
     assert_eq!(status, 200, "{body}");
-    let echoed: Value = serde_json::Deserializer::from_str(&body)
-        .into_iter::<Value>()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("no echo JSON in {body}"));
+    let echoed = echoed(&body);
     assert_eq!(echoed["body"], "[1,2,3]");
     let (status, body) = P.nghttp_with_trailers(&gw, b"[1,2");
     assert_eq!(status, 400, "{body}");
@@ -293,12 +285,6 @@ fn invalid_configurations_are_refused_naming_the_field() {
         (json!({"maxDepth": 3}), "maxDepth"),
         (json!({"denial": {"status": 302}}), "denial.status"),
     ] {
-        let log = GatewayBuilder::new()
-            .wasm(POLICY, config.to_string())
-            .start_err();
-        assert!(
-            log.contains("json-threat-protection: invalid configuration") && log.contains(field),
-            "expected a message naming {field} for {config}, got:\n{log}"
-        );
+        P.assert_refused(&config, field);
     }
 }

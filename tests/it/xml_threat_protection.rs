@@ -4,9 +4,9 @@
 //! HTTP/2 with and without trailers, and refused configurations. The echo upstream proves that
 //! rejected bodies never reach it.
 
-use palisade_tests::body::BodyPolicy;
-use palisade_tests::{GatewayBuilder, Request, Upstream};
-use serde_json::{json, Value};
+use palisade_tests::body::{echoed, post_as, BodyPolicy};
+use palisade_tests::{Request, Upstream};
+use serde_json::json;
 
 const POLICY: &str = "xml-threat-protection";
 
@@ -250,11 +250,7 @@ fn multi_megabyte_bodies_in_many_chunks() {
 fn content_type_evasion_is_closed_by_check_all_bodies() {
     let upstream = Upstream::start();
     let attack = XXE;
-    let as_type = |t: &str| {
-        Request::new("POST", "/api")
-            .header("content-type", t)
-            .body(attack)
-    };
+    let as_type = |t: &str| post_as(t, attack);
     let default = P.gateway(&upstream, json!({}));
     for t in [
         "application/xml",
@@ -296,11 +292,7 @@ fn http2_bodies_with_and_without_trailers() {
 
     let (status, body) = P.nghttp_with_trailers(&gw, b"<a><b/></a>");
     assert_eq!(status, 200, "{body}");
-    let echoed: Value = serde_json::Deserializer::from_str(&body)
-        .into_iter::<Value>()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("no echo JSON in {body}"));
+    let echoed = echoed(&body);
     assert_eq!(echoed["body"], "<a><b/></a>");
     // Incomplete: only the trailers tell the policy the body is over.
     let (status, body) = P.nghttp_with_trailers(&gw, b"<a><b/>");
@@ -322,12 +314,6 @@ fn invalid_configurations_are_refused_naming_the_field() {
         (json!({"allowDTD": true}), "allowDTD"),
         (json!({"denial": {"status": 200}}), "denial.status"),
     ] {
-        let log = GatewayBuilder::new()
-            .wasm(POLICY, config.to_string())
-            .start_err();
-        assert!(
-            log.contains("xml-threat-protection: invalid configuration") && log.contains(field),
-            "expected a message naming {field} for {config}, got:\n{log}"
-        );
+        P.assert_refused(&config, field);
     }
 }

@@ -26,6 +26,23 @@ pub fn head(resp: &Response) -> String {
     resp.text().chars().take(300).collect()
 }
 
+/// A POST to `/api` with `content_type`.
+pub fn post_as(content_type: &str, body: impl Into<Vec<u8>>) -> Request {
+    Request::new("POST", "/api")
+        .header("content-type", content_type)
+        .body(body)
+}
+
+/// The echo upstream's answer (JSON) at the start of a response body printed by
+/// [`BodyPolicy::nghttp_with_trailers`].
+pub fn echoed(body: &str) -> Value {
+    serde_json::Deserializer::from_str(body)
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("no echo JSON in {body}"))
+}
+
 impl BodyPolicy {
     /// A gateway whose stream buffer limit (Envoy's default is 1 MiB, answered with 413 when a
     /// paused body outgrows it) admits bodies of up to 32 MiB.
@@ -47,9 +64,19 @@ impl BodyPolicy {
 
     /// A POST to `/api` with the policy's media type.
     pub fn post(&self, body: impl Into<Vec<u8>>) -> Request {
-        Request::new("POST", "/api")
-            .header("content-type", self.content_type)
-            .body(body)
+        post_as(self.content_type, body)
+    }
+
+    /// Envoy refuses `config`, logging a message that names `field`.
+    #[track_caller]
+    pub fn assert_refused(&self, config: &Value, field: &str) {
+        let log = GatewayBuilder::new()
+            .wasm(self.name, config.to_string())
+            .start_err();
+        assert!(
+            log.contains(&format!("{}: invalid configuration", self.name)) && log.contains(field),
+            "expected a message naming {field} for {config}, got:\n{log}"
+        );
     }
 
     /// The echo upstream received exactly `body`'s length.
