@@ -465,43 +465,27 @@ impl<S: BodyScanner> BodyStream<S> {
 #[cfg(target_arch = "wasm32")]
 pub mod wasm {
     use super::{BodyPolicy, BodyStream, Step};
-    use crate::wasm::{buffer_bytes, configure_policy, deny_unconfigured, Buffer, WasmHost};
-    use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType};
+    use crate::wasm::{buffer_bytes, deny_unconfigured, Buffer, PolicyRoot, WasmHost};
+    use proxy_wasm::traits::{Context, HttpContext};
+    use proxy_wasm::types::Action;
     use std::rc::Rc;
 
     /// Registers `P` as this module's policy. Call from `proxy_wasm::main!`.
     pub fn start<P: BodyPolicy>() {
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| Box::new(Root::<P> { policy: None }));
-    }
-
-    struct Root<P> {
-        policy: Option<Rc<P>>,
-    }
-
-    impl<P: BodyPolicy> Context for Root<P> {}
-
-    impl<P: BodyPolicy> RootContext for Root<P> {
-        fn on_configure(&mut self, _size: usize) -> bool {
-            let configure = |config: &[u8], host: &mut WasmHost| P::configure(config, host);
-            let Some(policy) = configure_policy(P::NAME, configure) else {
-                return false;
-            };
-            self.policy = Some(policy);
-            true
-        }
-
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-            Some(Box::new(Stream::<P> {
-                policy: self.policy.clone(),
-                stream: BodyStream::default(),
-            }))
-        }
-
-        fn get_type(&self) -> Option<ContextType> {
-            Some(ContextType::HttpContext)
-        }
+        proxy_wasm::set_root_context(|_| {
+            Box::new(PolicyRoot::<P> {
+                name: P::NAME,
+                configure: |config, host| P::configure(config, host),
+                stream: |policy| {
+                    Box::new(Stream::<P> {
+                        policy,
+                        stream: BodyStream::default(),
+                    })
+                },
+                policy: None,
+            })
+        });
     }
 
     struct Stream<P: BodyPolicy> {

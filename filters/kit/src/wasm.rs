@@ -441,23 +441,6 @@ pub fn resume_http_response() -> Result<(), HostError> {
     status(unsafe { abi::proxy_continue_stream(1) })
 }
 
-/// Compiles a policy's configuration in `on_configure`. On error, logs it (prefixed with the
-/// policy `name`) and returns `None`: `on_configure` then returns false and Envoy refuses the
-/// filter (or does not start), failing closed.
-pub(crate) fn configure_policy<P>(
-    name: &str,
-    configure: impl FnOnce(&[u8], &mut WasmHost) -> Result<P, crate::ConfigError>,
-) -> Option<Rc<P>> {
-    let mut host = WasmHost;
-    match configure(&plugin_configuration(), &mut host) {
-        Ok(policy) => Some(Rc::new(policy)),
-        Err(err) => {
-            host.log(LogLevel::Error, &format!("{name}: {err}"));
-            None
-        }
-    }
-}
-
 /// Answers a request whose policy is not configured: unreachable in practice (Envoy does not
 /// run a filter whose configure failed), but if it happens, deny (503) rather than let traffic
 /// through unchecked.
@@ -467,38 +450,57 @@ pub(crate) fn deny_unconfigured() -> Action {
     Action::Pause
 }
 
-/// Registers `P` as this module's policy. Call from `proxy_wasm::main!`.
-pub fn start_header_policy<P: HeaderPolicy>() {
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(HeaderPolicyRoot::<P> { policy: None }));
+/// The root context of a policy (header or body): compiles the configuration once per VM and
+/// hands it to each request's HTTP context.
+pub(crate) struct PolicyRoot<P> {
+    /// The policy name, for the configuration error.
+    pub(crate) name: &'static str,
+    /// Compiles the configuration.
+    pub(crate) configure: fn(&[u8], &mut WasmHost) -> Result<P, crate::ConfigError>,
+    /// A request's HTTP context.
+    pub(crate) stream: fn(Option<Rc<P>>) -> Box<dyn HttpContext>,
+    /// The compiled policy, once configured.
+    pub(crate) policy: Option<Rc<P>>,
 }
 
-/// The root context of a header policy: compiles the configuration once per VM.
-struct HeaderPolicyRoot<P> {
-    policy: Option<Rc<P>>,
-}
+impl<P> Context for PolicyRoot<P> {}
 
-impl<P: HeaderPolicy> Context for HeaderPolicyRoot<P> {}
-
-impl<P: HeaderPolicy> RootContext for HeaderPolicyRoot<P> {
+impl<P> RootContext for PolicyRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let configure = |config: &[u8], host: &mut WasmHost| P::configure(config, host);
-        let Some(policy) = configure_policy(P::NAME, configure) else {
-            return false;
-        };
-        self.policy = Some(policy);
-        true
+        let mut host = WasmHost;
+        match (self.configure)(&plugin_configuration(), &mut host) {
+            Ok(policy) => {
+                self.policy = Some(Rc::new(policy));
+                true
+            }
+            Err(err) => {
+                // Returning false makes Envoy refuse the filter (or not start): fail closed.
+                host.log(LogLevel::Error, &format!("{}: {err}", self.name));
+                false
+            }
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(HeaderPolicyStream {
-            policy: self.policy.clone(),
-        }))
+        Some((self.stream)(self.policy.clone()))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// Registers `P` as this module's policy. Call from `proxy_wasm::main!`.
+pub fn start_header_policy<P: HeaderPolicy>() {
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| {
+        Box::new(PolicyRoot::<P> {
+            name: P::NAME,
+            configure: |config, host| P::configure(config, host),
+            stream: |policy| Box::new(HeaderPolicyStream { policy }),
+            policy: None,
+        })
+    });
 }
 
 struct HeaderPolicyStream<P> {
