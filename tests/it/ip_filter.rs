@@ -201,3 +201,51 @@ fn invalid_configurations_are_refused_by_envoy_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn a_policy_can_be_enabled_per_route() {
+    // Envoy's wasm filter has no per-route configuration; the README's recipe is to declare the
+    // filter `disabled: true` and enable it on the routes that need it.
+    let upstream = Upstream::start();
+    let disabled_filter = || {
+        palisade_tests::Filter::Native(json!({
+            "name": "palisade.ip-filter",
+            "disabled": true,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "ip-filter",
+                    "root_id": "ip-filter",
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": json!({"ips": ["127.0.0.2"]}).to_string(),
+                    },
+                    "vm_config": {
+                        "vm_id": "palisade",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": palisade_tests::wasm("ip-filter")}},
+                    },
+                },
+            },
+        }))
+    };
+    let off = GatewayBuilder::new()
+        .upstream(&upstream)
+        .filter(disabled_filter())
+        .start();
+    assert_eq!(off.send(&Request::get("/").from("127.0.0.9")).status, 200);
+
+    let on = GatewayBuilder::new()
+        .upstream(&upstream)
+        .filter(disabled_filter())
+        .route_field(
+            "typed_per_filter_config",
+            json!({"palisade.ip-filter": {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "config": {},
+            }}),
+        )
+        .start();
+    assert_denied(&on.send(&Request::get("/").from("127.0.0.9")));
+    assert_eq!(on.send(&Request::get("/").from("127.0.0.2")).status, 200);
+}
