@@ -129,7 +129,7 @@ impl BodyPolicy {
         let _ = stream.write_all(b"0\r\n\r\n");
         let mut raw = Vec::new();
         let _ = stream.read_to_end(&mut raw);
-        parse_response(&raw)
+        crate::client::parse_http1(&raw)
     }
 
     /// Starts a chunked POST, sends one chunk of its body and, without ending the body, reads
@@ -146,7 +146,7 @@ impl BodyPolicy {
         stream.write_all(&frame).expect("send first chunk");
         let mut raw = Vec::new();
         let _ = stream.read_to_end(&mut raw);
-        parse_response(&raw)
+        crate::client::parse_http1(&raw)
     }
 
     /// POSTs `body` over HTTP/2 followed by a trailer (nghttp: DATA frames without END_STREAM,
@@ -186,46 +186,5 @@ impl BodyPolicy {
             .unwrap_or_default()
             .to_owned();
         (status, body)
-    }
-}
-
-fn parse_response(raw: &[u8]) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("incomplete response: {}", String::from_utf8_lossy(raw)));
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
-    {
-        let mut out = Vec::new();
-        let mut data = body.as_slice();
-        while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-            let n = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16)
-                .unwrap_or(0);
-            if n == 0 || data.len() < eol + 2 + n {
-                break;
-            }
-            out.extend_from_slice(&data[eol + 2..eol + 2 + n]);
-            data = &data[(eol + 4 + n).min(data.len())..];
-        }
-        body = out;
-    }
-    Response {
-        status,
-        headers,
-        body,
     }
 }

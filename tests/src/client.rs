@@ -183,7 +183,8 @@ fn message_end(raw: &[u8], head_only: bool) -> Option<usize> {
     None
 }
 
-fn parse_http1(raw: &[u8]) -> Response {
+/// Parses a raw HTTP/1.1 response (content-length, chunked or connection-delimited body).
+pub(crate) fn parse_http1(raw: &[u8]) -> Response {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -63,14 +63,7 @@ impl Config {
                 .add(entry)
                 .map_err(|msg| ConfigError::at(format!("ips[{i}]"), msg))?;
         }
-        let source = AddressSource::parse(&raw.ip_source, raw.trusted_hops).map_err(|msg| {
-            let field = if msg.starts_with("trustedHops") {
-                "trustedHops"
-            } else {
-                "ipSource"
-            };
-            ConfigError::at(field, msg)
-        })?;
+        let source = AddressSource::from_config(&raw.ip_source, raw.trusted_hops)?;
         let denial = Denial::new(
             403,
             "ip_denied",

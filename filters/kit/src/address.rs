@@ -59,6 +59,21 @@ impl AddressSource {
         }
     }
 
+    /// Compiles a policy's `ipSource` / `trustedHops` keys, the error naming whichever is wrong.
+    pub fn from_config(
+        ip_source: &str,
+        trusted_hops: Option<u32>,
+    ) -> Result<Self, crate::ConfigError> {
+        AddressSource::parse(ip_source, trusted_hops).map_err(|msg| {
+            let field = if msg.starts_with("trustedHops") {
+                "trustedHops"
+            } else {
+                "ipSource"
+            };
+            crate::ConfigError::at(field, msg)
+        })
+    }
+
     /// The client address of the current request, if the source yields a parseable one.
     pub fn resolve(&self, host: &impl Host) -> Option<IpAddr> {
         match self {
@@ -187,6 +202,20 @@ mod tests {
         assert!(AddressSource::parse("header:", None).is_err());
         assert!(AddressSource::parse("header:a b", None).is_err());
         assert!(AddressSource::parse("remote", None).is_err());
+        assert_eq!(
+            AddressSource::from_config("xff", Some(0)).unwrap_err().path,
+            "trustedHops"
+        );
+        assert_eq!(
+            AddressSource::from_config("peer", Some(2))
+                .unwrap_err()
+                .path,
+            "trustedHops"
+        );
+        assert_eq!(
+            AddressSource::from_config("body", None).unwrap_err().path,
+            "ipSource"
+        );
     }
 
     #[test]

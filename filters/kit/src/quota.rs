@@ -233,21 +233,6 @@ pub fn default_block_on_unknown_quota() -> bool {
     true
 }
 
-/// Compiles `ipSource` / `trustedHops`, naming whichever is wrong.
-pub fn address_source(
-    ip_source: &str,
-    trusted_hops: Option<u32>,
-) -> Result<AddressSource, ConfigError> {
-    AddressSource::parse(ip_source, trusted_hops).map_err(|msg| {
-        let field = if msg.starts_with("trustedHops") {
-            "trustedHops"
-        } else {
-            "ipSource"
-        };
-        ConfigError::at(field, msg)
-    })
-}
-
 /// Checks `maxKeys`.
 pub fn check_max_keys(max_keys: u32) -> Result<u32, ConfigError> {
     if (1..=MAX_KEYS).contains(&max_keys) {
@@ -328,7 +313,10 @@ mod tests {
 
     #[test]
     fn config_pieces_name_their_field() {
-        assert_eq!(address_source("x", None).unwrap_err().path, "ipSource");
+        assert_eq!(
+            AddressSource::from_config("x", None).unwrap_err().path,
+            "ipSource"
+        );
         assert_eq!(check_max_keys(0).unwrap_err().path, "maxKeys");
         assert_eq!(check_max_keys(MAX_KEYS + 1).unwrap_err().path, "maxKeys");
         assert_eq!(check_max_keys(1).unwrap(), 1);
@@ -363,7 +351,7 @@ mod tests {
         let mut req = envoy.request(0);
         let quota = Quota::define(&mut req, "q", "who?").unwrap();
         let limits = Limits::Fixed(7u32);
-        let source = address_source("peer", None).unwrap();
+        let source = AddressSource::from_config("peer", None).unwrap();
         assert_eq!(
             quota.bucket(&mut req, &limits, None, &source),
             Some((WHOLE_API_KEY.to_owned(), &7))

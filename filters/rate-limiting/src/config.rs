@@ -137,7 +137,7 @@ impl Config {
                 ))
             }
         };
-        let source = quota::address_source(&raw.ip_source, raw.trusted_hops)?;
+        let source = AddressSource::from_config(&raw.ip_source, raw.trusted_hops)?;
         let max_keys = quota::check_max_keys(raw.max_keys.unwrap_or(DEFAULT_MAX_KEYS))?;
         let prefix = quota::instance_prefix("rl", raw.id.as_deref(), json)?;
         let denial = quota::rate_limited(

@@ -168,7 +168,7 @@ impl Config {
             ));
         }
         let max_keys = quota::check_max_keys(raw.max_keys)?;
-        let source = quota::address_source(&raw.ip_source, raw.trusted_hops)?;
+        let source = AddressSource::from_config(&raw.ip_source, raw.trusted_hops)?;
         let prefix = quota::instance_prefix("sc", raw.id.as_deref(), json)?;
         let denial = quota::rate_limited(
             "Too many requests: the spike limit of this API was reached. Retry later.",
