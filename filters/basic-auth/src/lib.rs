@@ -96,10 +96,7 @@ impl BasicAuth {
         let decoy = by_work.get(by_work.len() / 2).copied().unwrap_or(0);
         let tagger = Tagger::new(cache_key)
             .ok_or_else(|| ConfigError::at(".", "cannot key the verification cache"))?;
-        let counter = |host: &mut _, outcome| {
-            Counter::define(host, Self::NAME, outcome)
-                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
-        };
+        let counter = |host: &mut _, outcome| Counter::define(host, Self::NAME, outcome);
         let metrics = Metrics {
             allowed: counter(host, "allowed")?,
             denied_missing: counter(host, "denied_missing")?,

@@ -67,10 +67,8 @@ impl Root {
             None => None,
             Some(r) => {
                 let name = r.shared_name();
-                let mut counter = |outcome: &str| {
-                    Counter::define(host, NAME, outcome)
-                        .map_err(|e| format!("cannot define metric {outcome}: {e}"))
-                };
+                let mut counter =
+                    |outcome: &str| Counter::define(host, NAME, outcome).map_err(|e| e.to_string());
                 let remote = Remote {
                     doc: SharedDocument::new(&name),
                     cache: CachedDocument::new(SharedDocument::new(&name)),

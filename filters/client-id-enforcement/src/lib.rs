@@ -97,10 +97,7 @@ impl ClientIdEnforcement {
     /// Compiles the configuration and defines the metrics.
     pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(json)?;
-        let mut define = |outcome: &str| {
-            Counter::define(host, NAME, outcome)
-                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
-        };
+        let mut define = |outcome: &str| Counter::define(host, NAME, outcome);
         let mut denied = Vec::with_capacity(Reason::ALL.len());
         for reason in Reason::ALL {
             denied.push(define(reason.as_str())?);

@@ -73,10 +73,7 @@ impl Cors {
         for warning in &config.warnings {
             host.log(LogLevel::Warn, &format!("{NAME}: {warning}"));
         }
-        let mut counter = |outcome| {
-            Counter::define(host, NAME, outcome)
-                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
-        };
+        let mut counter = |outcome| Counter::define(host, NAME, outcome);
         Ok(Cors {
             preflight_allowed: counter("preflight_allowed")?,
             preflight_denied: counter("preflight_denied")?,
@@ -249,8 +246,8 @@ fn add_vary_origin(headers: &mut impl ResponseHeaders) {
 mod glue {
     //! The proxy-wasm contexts: compile once per VM, then per request carry the [`Stream`].
     use super::{Cors, ResponseHeaders, Stream, NAME};
-    use palisade_kit::wasm::{plugin_configuration, WasmHost};
-    use palisade_kit::{Host, LogLevel, Verdict};
+    use palisade_kit::wasm::{configure_policy, WasmHost};
+    use palisade_kit::{Host, Verdict};
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, ContextType};
     use std::rc::Rc;
@@ -295,18 +292,8 @@ mod glue {
 
     impl RootContext for Root {
         fn on_configure(&mut self, _size: usize) -> bool {
-            let mut host = WasmHost;
-            match Cors::configure(&plugin_configuration(), &mut host) {
-                Ok(policy) => {
-                    self.policy = Some(Rc::new(policy));
-                    true
-                }
-                Err(err) => {
-                    // Returning false makes Envoy refuse the filter: fail closed.
-                    host.log(LogLevel::Error, &format!("{NAME}: {err}"));
-                    false
-                }
-            }
+            self.policy = configure_policy(NAME, Cors::configure).map(Rc::new);
+            self.policy.is_some()
         }
 
         fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

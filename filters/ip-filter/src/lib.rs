@@ -33,10 +33,7 @@ impl HeaderPolicy for IpFilter {
             source,
             denial,
         } = Config::compile(config)?;
-        let counter = |host: &mut _, outcome| {
-            Counter::define(host, Self::NAME, outcome)
-                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
-        };
+        let counter = |host: &mut _, outcome| Counter::define(host, Self::NAME, outcome);
         Ok(IpFilter {
             mode,
             ips,

@@ -163,10 +163,7 @@ impl JwtValidation {
     /// Compiles the configuration and defines the metrics.
     pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(json)?;
-        let counter = |host: &mut _, outcome| {
-            Counter::define(host, NAME, outcome)
-                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
-        };
+        let counter = |host: &mut _, outcome| Counter::define(host, NAME, outcome);
         let metrics = Metrics {
             allowed: counter(host, "allowed")?,
             missing_token: counter(host, "missing_token")?,
@@ -569,7 +566,7 @@ mod glue {
     //! request.
     use super::*;
     use palisade_kit::wasm::{
-        buffer_bytes, map_value, plugin_configuration, resume_http_request, set_effective_context,
+        buffer_bytes, configure_policy, map_value, resume_http_request, set_effective_context,
         Buffer, HeaderMap, WasmHost,
     };
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -640,27 +637,21 @@ mod glue {
 
     impl RootContext for Root {
         fn on_configure(&mut self, _size: usize) -> bool {
-            let mut host = WasmHost;
-            match JwtValidation::configure(&plugin_configuration(), &mut host) {
-                Ok(policy) => {
-                    if policy.fetches() {
-                        if let Err(e) = host.set_tick_period_ms(TICK_MS) {
-                            host.log(
-                                LogLevel::Error,
-                                &format!("{NAME}: cannot start the JWKS timer: {e}"),
-                            );
-                            return false;
-                        }
-                    }
-                    self.policy = Some(Rc::new(policy));
-                    true
-                }
-                Err(err) => {
-                    // Returning false makes Envoy refuse the filter: fail closed.
-                    host.log(LogLevel::Error, &format!("{NAME}: {err}"));
-                    false
+            let Some(policy) = configure_policy(NAME, JwtValidation::configure) else {
+                return false;
+            };
+            if policy.fetches() {
+                let mut host = WasmHost;
+                if let Err(e) = host.set_tick_period_ms(TICK_MS) {
+                    host.log(
+                        LogLevel::Error,
+                        &format!("{NAME}: cannot start the JWKS timer: {e}"),
+                    );
+                    return false;
                 }
             }
+            self.policy = Some(Rc::new(policy));
+            true
         }
 
         fn on_tick(&mut self) {

@@ -213,10 +213,7 @@ impl BodyRules {
         host: &mut impl Host,
     ) -> Result<Self, ConfigError> {
         let base = Denial::new(400, code, "").overridden(denial, "denial")?;
-        let mut counter = |outcome: &str| {
-            Counter::define(host, policy, outcome)
-                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
-        };
+        let mut counter = |outcome: &str| Counter::define(host, policy, outcome);
         Ok(BodyRules {
             media,
             max_body_bytes,

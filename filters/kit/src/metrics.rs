@@ -5,17 +5,20 @@
 //! on Envoy's symbol table. Envoy keeps one value per name for the whole process, so every
 //! worker adds to the same count.
 
-use crate::host::{Host, HostError};
+use crate::config::ConfigError;
+use crate::host::Host;
 
 /// A defined counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counter(u32);
 
 impl Counter {
-    /// Defines `palisade.<policy>.<outcome>`.
-    pub fn define(host: &mut impl Host, policy: &str, outcome: &str) -> Result<Self, HostError> {
+    /// Defines `palisade.<policy>.<outcome>`. Counters are defined while configuring, so a
+    /// failure is a configuration error (the policy refuses to start).
+    pub fn define(host: &mut impl Host, policy: &str, outcome: &str) -> Result<Self, ConfigError> {
         host.define_counter(&metric_name(policy, outcome))
             .map(Counter)
+            .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
     }
 
     /// Adds one.

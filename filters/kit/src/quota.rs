@@ -54,7 +54,6 @@ pub struct Counters {
 /// Defines `palisade.<policy>.<outcome>`, failing the configuration if the host refuses.
 pub fn counter(host: &mut impl Host, policy: &str, outcome: &str) -> Result<Counter, ConfigError> {
     Counter::define(host, policy, outcome)
-        .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
 }
 
 /// The `X-Ratelimit-*` values of one request.

@@ -450,6 +450,23 @@ pub(crate) fn deny_unconfigured() -> Action {
     Action::Pause
 }
 
+/// Compiles a policy's configuration in a root context's `on_configure`. On error it logs the
+/// error naming the policy and returns `None`; the caller then returns false and Envoy refuses
+/// the filter (or does not start): fail closed.
+pub fn configure_policy<P>(
+    name: &str,
+    configure: impl FnOnce(&[u8], &mut WasmHost) -> Result<P, crate::ConfigError>,
+) -> Option<P> {
+    let mut host = WasmHost;
+    match configure(&plugin_configuration(), &mut host) {
+        Ok(policy) => Some(policy),
+        Err(err) => {
+            host.log(LogLevel::Error, &format!("{name}: {err}"));
+            None
+        }
+    }
+}
+
 /// The root context of a policy (header or body): compiles the configuration once per VM and
 /// hands it to each request's HTTP context.
 pub(crate) struct PolicyRoot<P> {
@@ -467,18 +484,8 @@ impl<P> Context for PolicyRoot<P> {}
 
 impl<P> RootContext for PolicyRoot<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let mut host = WasmHost;
-        match (self.configure)(&plugin_configuration(), &mut host) {
-            Ok(policy) => {
-                self.policy = Some(Rc::new(policy));
-                true
-            }
-            Err(err) => {
-                // Returning false makes Envoy refuse the filter (or not start): fail closed.
-                host.log(LogLevel::Error, &format!("{}: {err}", self.name));
-                false
-            }
-        }
+        self.policy = configure_policy(self.name, self.configure).map(Rc::new);
+        self.policy.is_some()
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

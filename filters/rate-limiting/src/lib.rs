@@ -140,8 +140,8 @@ impl RateLimiter {
 #[cfg(target_arch = "wasm32")]
 mod glue {
     use super::{Outcome, RateHeaders, RateLimiter, NAME};
-    use palisade_kit::wasm::{plugin_configuration, WasmHost};
-    use palisade_kit::{Denial, Host, LogLevel};
+    use palisade_kit::wasm::{configure_policy, WasmHost};
+    use palisade_kit::Denial;
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
     use proxy_wasm::types::{Action, ContextType};
     use std::rc::Rc;
@@ -154,18 +154,8 @@ mod glue {
 
     impl RootContext for Root {
         fn on_configure(&mut self, _size: usize) -> bool {
-            let mut host = WasmHost;
-            match RateLimiter::configure(&plugin_configuration(), &mut host) {
-                Ok(policy) => {
-                    self.policy = Some(Rc::new(policy));
-                    true
-                }
-                Err(err) => {
-                    // Returning false makes Envoy refuse the filter: fail closed.
-                    host.log(LogLevel::Error, &format!("{NAME}: {err}"));
-                    false
-                }
-            }
+            self.policy = configure_policy(NAME, RateLimiter::configure).map(Rc::new);
+            self.policy.is_some()
         }
 
         fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -6,9 +6,7 @@
 //! borrowed across such a call.
 
 use crate::{Outcome, Queue, RateHeaders, Retry, SpikeControl, NAME};
-use palisade_kit::wasm::{
-    plugin_configuration, resume_http_request, set_effective_context, WasmHost,
-};
+use palisade_kit::wasm::{configure_policy, resume_http_request, set_effective_context, WasmHost};
 use palisade_kit::{Denial, Host, LogLevel};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -25,28 +23,22 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let mut host = WasmHost;
-        match SpikeControl::configure(&plugin_configuration(), &mut host) {
-            Ok(policy) => {
-                let period = policy.tick_period_ms();
-                if period > 0 {
-                    if let Err(e) = host.set_tick_period_ms(period) {
-                        host.log(
-                            LogLevel::Error,
-                            &format!("{NAME}: cannot start the timer: {e}"),
-                        );
-                        return false;
-                    }
-                }
-                self.policy = Some(Rc::new(policy));
-                true
-            }
-            Err(err) => {
-                // Returning false makes Envoy refuse the filter: fail closed.
-                host.log(LogLevel::Error, &format!("{NAME}: {err}"));
-                false
+        let Some(policy) = configure_policy(NAME, SpikeControl::configure) else {
+            return false;
+        };
+        let period = policy.tick_period_ms();
+        if period > 0 {
+            let mut host = WasmHost;
+            if let Err(e) = host.set_tick_period_ms(period) {
+                host.log(
+                    LogLevel::Error,
+                    &format!("{NAME}: cannot start the timer: {e}"),
+                );
+                return false;
             }
         }
+        self.policy = Some(Rc::new(policy));
+        true
     }
 
     fn on_tick(&mut self) {

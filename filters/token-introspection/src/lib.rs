@@ -223,10 +223,7 @@ impl TokenIntrospection {
     /// Compiles the configuration and defines the metrics.
     pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(json)?;
-        let counter = |host: &mut _, outcome| {
-            Counter::define(host, NAME, outcome)
-                .map_err(|e| ConfigError::at(".", format!("cannot define metric {outcome}: {e}")))
-        };
+        let counter = |host: &mut _, outcome| Counter::define(host, NAME, outcome);
         let metrics = Metrics {
             coalesced: counter(host, "coalesced")?,
             allowed: counter(host, "allowed")?,
@@ -528,7 +525,7 @@ mod glue {
     //! wait for it), and resume or deny every waiting request when it answers.
     use super::*;
     use palisade_kit::wasm::{
-        buffer_bytes, map_value, plugin_configuration, resume_http_request, set_effective_context,
+        buffer_bytes, configure_policy, map_value, resume_http_request, set_effective_context,
         Buffer, HeaderMap, WasmHost,
     };
     use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -545,18 +542,8 @@ mod glue {
 
     impl RootContext for Root {
         fn on_configure(&mut self, _size: usize) -> bool {
-            let mut host = WasmHost;
-            match TokenIntrospection::configure(&plugin_configuration(), &mut host) {
-                Ok(policy) => {
-                    self.policy = Some(Rc::new(policy));
-                    true
-                }
-                Err(err) => {
-                    // Returning false makes Envoy refuse the filter: fail closed.
-                    host.log(LogLevel::Error, &format!("{NAME}: {err}"));
-                    false
-                }
-            }
+            self.policy = configure_policy(NAME, TokenIntrospection::configure).map(Rc::new);
+            self.policy.is_some()
         }
 
         fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
