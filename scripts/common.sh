@@ -7,11 +7,12 @@ WASM_TARGET="wasm32-wasip1"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# Policy crates: every crate under filters/ that builds a cdylib. The directory name is the
-# policy name and the artifact name.
+# Policy crates: every crate under filters/ that builds a cdylib, then the example policies
+# under examples/ (built and tested like the others, so the example a team copies always
+# works). The directory name is the policy name and the artifact name.
 policies() {
-  for manifest in "$ROOT"/filters/*/Cargo.toml; do
-    if grep -q 'cdylib' "$manifest"; then basename "$(dirname "$manifest")"; fi
+  for manifest in "$ROOT"/filters/*/Cargo.toml "$ROOT"/examples/*/Cargo.toml; do
+    if [ -f "$manifest" ] && grep -q 'cdylib' "$manifest"; then basename "$(dirname "$manifest")"; fi
   done
 }
 

@@ -1,5 +1,6 @@
 //! HTTP clients for tests: a raw HTTP/1.1 client (any request bytes, any 127.0.0.0/8 source
-//! address) and an HTTP/2 client (curl with prior knowledge, also from any source address).
+//! address), an HTTP/2 client (curl with prior knowledge, also from any source address), and
+//! the curl runner HTTPS requests use (`tls::https`).
 
 use socket2::{Domain, Socket, Type};
 use std::io::{Read, Write};
@@ -232,21 +233,34 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 
 /// Sends one request over HTTP/2 (cleartext, prior knowledge) with curl.
 pub fn http2(target: SocketAddr, req: &Request) -> Response {
-    let dir = crate::scratch_dir("h2");
+    let host = match target.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    let url = format!("http://{host}:{}{}", target.port(), req.path);
+    let (version, response) =
+        curl(&url, req, &["--http2-prior-knowledge".as_ref()]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(version, "HTTP/2", "not an HTTP/2 response");
+    response
+}
+
+/// Sends one request to `url` with curl, `args` choosing the protocol and TLS settings. Returns
+/// the response's HTTP version (`HTTP/1.1`, `HTTP/2`) and the response, or curl's error (e.g. a
+/// failed TLS handshake).
+pub fn curl(
+    url: &str,
+    req: &Request,
+    args: &[&std::ffi::OsStr],
+) -> Result<(String, Response), String> {
+    let dir = crate::scratch_dir("curl");
     let (head_file, body_file) = (dir.join("head"), dir.join("body"));
     let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--http2-prior-knowledge",
-        "--max-time",
-        "15",
-        "-X",
-        &req.method,
-    ])
-    .arg("-D")
-    .arg(&head_file)
-    .arg("-o")
-    .arg(&body_file);
+    cmd.args(["-sS", "--max-time", "15", "-X", &req.method])
+        .args(args)
+        .arg("-D")
+        .arg(&head_file)
+        .arg("-o")
+        .arg(&body_file);
     if let Some(src) = req.source {
         cmd.args(["--interface", &src.to_string()]);
     }
@@ -259,42 +273,41 @@ pub fn http2(target: SocketAddr, req: &Request) -> Response {
         cmd.arg("--data-binary")
             .arg(format!("@{}", body_in.display()));
     }
-    let host = match target.ip() {
-        IpAddr::V6(ip) => format!("[{ip}]"),
-        IpAddr::V4(ip) => ip.to_string(),
-    };
-    cmd.arg(format!("http://{host}:{}{}", target.port(), req.path));
+    cmd.arg(url);
     let out = cmd
         .output()
         .expect("run curl (install it with `make tools`)");
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(format!(
+            "curl failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
     let head = std::fs::read_to_string(&head_file).expect("read response head");
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or_default();
-    assert!(
-        status_line.starts_with("HTTP/2"),
-        "not an HTTP/2 response: {status_line}"
-    );
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
+    let mut words = status_line.split_whitespace();
+    let version = words.next().unwrap_or_default().to_owned();
+    let status = words
+        .next()
         .and_then(|s| s.parse().ok())
-        .expect("status code");
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let body = std::fs::read(&body_file).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
-    Response {
-        status,
-        headers,
-        body,
-    }
+    Ok((
+        version,
+        Response {
+            status,
+            headers,
+            body,
+        },
+    ))
 }
 
 #[cfg(test)]

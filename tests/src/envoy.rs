@@ -76,6 +76,8 @@ pub struct GatewayBuilder {
     clusters: Vec<(String, u16)>,
     concurrency: u32,
     route_fields: serde_json::Map<String, Value>,
+    tls: Option<Value>,
+    upstream_tls: Option<Value>,
 }
 
 impl GatewayBuilder {
@@ -93,6 +95,8 @@ impl GatewayBuilder {
             clusters: Vec::new(),
             concurrency: 2,
             route_fields: serde_json::Map::new(),
+            tls: None,
+            upstream_tls: None,
         }
     }
 
@@ -110,6 +114,24 @@ impl GatewayBuilder {
     /// Routes to an upstream on 127.0.0.1:`port` (cluster `upstream`).
     pub fn upstream(mut self, upstream: &crate::Upstream) -> Self {
         self.route = Route::Upstream(upstream.port());
+        self
+    }
+
+    /// Routes to 127.0.0.1:`port` (cluster `upstream`), e.g. another gateway.
+    pub fn upstream_port(mut self, port: u16) -> Self {
+        self.route = Route::Upstream(port);
+        self
+    }
+
+    /// Connects to the `upstream` cluster over TLS as `client` (its CA, its certificate if any).
+    pub fn upstream_tls(mut self, client: &crate::tls::ClientTls) -> Self {
+        self.upstream_tls = Some(client.upstream_transport_socket());
+        self
+    }
+
+    /// Serves HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with `tls` instead of cleartext HTTP.
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls = Some(tls.transport_socket());
         self
     }
 
@@ -192,7 +214,18 @@ impl GatewayBuilder {
             .map(|(name, port)| static_cluster(name, *port))
             .collect();
         if let Route::Upstream(port) = self.route {
-            clusters.push(static_cluster("upstream", port));
+            let mut upstream = static_cluster("upstream", port);
+            if let Some(tls) = &self.upstream_tls {
+                upstream["transport_socket"] = tls.clone();
+            }
+            clusters.push(upstream);
+        }
+        let mut filter_chain = json!({"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm,
+        }]});
+        if let Some(tls) = &self.tls {
+            filter_chain["transport_socket"] = tls.clone();
         }
         let listen = if self.ipv6 { "::1" } else { "127.0.0.1" };
         json!({
@@ -201,10 +234,7 @@ impl GatewayBuilder {
                 "listeners": [{
                     "name": "gateway",
                     "address": {"socket_address": {"address": listen, "port_value": 0}},
-                    "filter_chains": [{"filters": [{
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": hcm,
-                    }]}],
+                    "filter_chains": [filter_chain],
                 }],
                 "clusters": clusters,
             },
@@ -353,6 +383,17 @@ impl Gateway {
     /// Sends a request over HTTP/2.
     pub fn send_h2(&self, req: &Request) -> Response {
         http2(self.addr(), req)
+    }
+
+    /// Sends a request over HTTPS, HTTP/1.1 (a gateway built with [`GatewayBuilder::tls`]);
+    /// `Err` when the TLS handshake (or the request) fails.
+    pub fn https(&self, req: &Request, tls: &crate::tls::ClientTls) -> Result<Response, String> {
+        crate::tls::https(self.addr(), req, tls, false)
+    }
+
+    /// Sends a request over HTTPS, HTTP/2 negotiated by ALPN.
+    pub fn https_h2(&self, req: &Request, tls: &crate::tls::ClientTls) -> Result<Response, String> {
+        crate::tls::https(self.addr(), req, tls, true)
     }
 
     /// GETs an admin endpoint and returns its body.

@@ -8,6 +8,9 @@
 //!   failing, Envoy's log is printed.
 //! * [`http1`] / [`http2`]: clients that can send from any 127.0.0.0/8 source address, so peer
 //!   address policies are tested with real connections.
+//! * [`tls`]: a test PKI generated with `openssl` (CA, server certificate for 127.0.0.1, client
+//!   certificates), TLS listeners ([`GatewayBuilder::tls`]) and an HTTPS client with client
+//!   certificates ([`Gateway::https`], [`Gateway::https_h2`]).
 //!
 //! Artifacts come from `PALISADE_DIST` (set by `make test`) or `dist/`, built on first use when
 //! missing; Envoy from `ENVOY_BIN` or `.tools/bin/envoy` (installed by `make tools`).
@@ -16,10 +19,12 @@ pub mod body;
 pub mod client;
 pub mod envoy;
 pub mod quota;
+pub mod tls;
 pub mod upstream;
 
 pub use client::{http1, http2, Request, Response};
 pub use envoy::{Filter, Gateway, GatewayBuilder, Route};
+pub use tls::{ClientCert, ClientTls, Pki, ServerTls};
 pub use upstream::{Answer, MockServer, Received, Upstream};
 
 use std::path::{Path, PathBuf};

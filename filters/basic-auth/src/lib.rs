@@ -3,8 +3,8 @@
 //!
 //! [`config`] reads and compiles the configuration, [`hash`] parses and verifies stored hashes,
 //! [`cache`] remembers verification outcomes (per worker, keyed by a keyed hash of the presented
-//! credentials), and [`BasicAuth`] is the decision. The proxy-wasm glue is the kit's generic
-//! header-policy glue.
+//! credentials), and [`BasicAuth`] decides in the request-headers phase. The kit's runtime does
+//! the rest (`palisade_kit::wasm::start`).
 
 pub mod cache;
 pub mod config;
@@ -15,22 +15,24 @@ use config::{Config, Denials, User};
 use palisade_kit::credentials::{parse_basic, BasicError};
 use palisade_kit::identity::{self, Identity};
 use palisade_kit::metrics::Counter;
-use palisade_kit::{cors, ConfigError, Denial, HeaderPolicy, Host, LogLevel, Verdict};
+use palisade_kit::{cors, ConfigError, Denial, Host, LogLevel, Policy, Request, Verdict};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 /// Longer passwords are refused without hashing them.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// The policy's counters (`palisade_basic_auth_<outcome>`).
-struct Metrics {
-    allowed: Counter,
-    denied_missing: Counter,
-    denied_malformed: Counter,
-    denied_invalid: Counter,
-    preflight: Counter,
-    cache_hit: Counter,
-    verified: Counter,
+palisade_kit::counters! {
+    /// The policy's counters (`palisade_basic_auth_<outcome>`).
+    pub struct Metrics {
+        allowed,
+        denied_missing,
+        denied_malformed,
+        denied_invalid,
+        preflight,
+        cache_hit,
+        verified,
+    }
 }
 
 /// The compiled policy. One instance per configuration and worker, so its cache is per worker
@@ -96,16 +98,7 @@ impl BasicAuth {
         let decoy = by_work.get(by_work.len() / 2).copied().unwrap_or(0);
         let tagger = Tagger::new(cache_key)
             .ok_or_else(|| ConfigError::at(".", "cannot key the verification cache"))?;
-        let counter = |host: &mut _, outcome| Counter::define(host, Self::NAME, outcome);
-        let metrics = Metrics {
-            allowed: counter(host, "allowed")?,
-            denied_missing: counter(host, "denied_missing")?,
-            denied_malformed: counter(host, "denied_malformed")?,
-            denied_invalid: counter(host, "denied_invalid")?,
-            preflight: counter(host, "preflight")?,
-            cache_hit: counter(host, "cache_hit")?,
-            verified: counter(host, "verified")?,
-        };
+        let metrics = Metrics::define(host, Self::NAME)?;
         Ok(BasicAuth {
             users,
             index,
@@ -182,14 +175,13 @@ impl BasicAuth {
 
     fn deny(&self, host: &mut impl Host, denial: &Denial, counter: Counter) -> Verdict {
         counter.inc(host);
-        // If even the local reply fails there is nothing better to do than to stop the request.
-        let _ = denial.send(host);
-        Verdict::Respond
+        denial.send(host)
     }
 }
 
-impl HeaderPolicy for BasicAuth {
+impl Policy for BasicAuth {
     const NAME: &'static str = "basic-auth";
+    type State = ();
 
     fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(config)?;
@@ -203,7 +195,12 @@ impl HeaderPolicy for BasicAuth {
         BasicAuth::new(config, &key, host)
     }
 
-    fn on_request_headers(&self, host: &mut impl Host) -> Verdict {
+    fn on_request_headers(
+        &self,
+        _: &mut Request<'_, ()>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
         let Some(header) = host.request_header("authorization") else {
             // Browsers send preflights without credentials; with credentials present the
             // request is authenticated like any other.
@@ -252,9 +249,7 @@ fn is_basic_scheme(header: &str) -> bool {
 }
 
 #[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    palisade_kit::wasm::start_header_policy::<BasicAuth>();
-}}
+proxy_wasm::main! {{ palisade_kit::wasm::start::<BasicAuth>(); }}
 
 #[cfg(test)]
 mod tests;

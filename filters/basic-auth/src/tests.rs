@@ -2,7 +2,7 @@
 
 use super::*;
 use base64::Engine;
-use palisade_kit::testing::{TestEnvoy, TestRequest};
+use palisade_kit::testing::{TestEnvoy, TestPolicy, TestRequest};
 use serde_json::json;
 
 // Generated with Apache htpasswd 2.4 (`-B -C 4`, `-5`, `-2`, `-s`).
@@ -27,8 +27,8 @@ fn config(extra: serde_json::Value) -> String {
     c.to_string()
 }
 
-fn policy(envoy: &TestEnvoy, extra: serde_json::Value) -> BasicAuth {
-    BasicAuth::configure(config(extra).as_bytes(), &mut envoy.request(0)).unwrap()
+fn policy(envoy: &TestEnvoy, extra: serde_json::Value) -> TestPolicy<BasicAuth> {
+    envoy.deploy::<BasicAuth>(&config(extra)).unwrap()
 }
 
 fn basic(user_pass: &str) -> String {
@@ -47,8 +47,8 @@ fn request(envoy: &TestEnvoy, authorization: Option<&str>) -> TestRequest {
     req
 }
 
-fn run(p: &BasicAuth, req: &mut TestRequest) -> Verdict {
-    p.on_request_headers(req)
+fn run(p: &TestPolicy<BasicAuth>, req: &mut TestRequest) -> Verdict {
+    p.send(req)
 }
 
 fn assert_denied(req: &TestRequest, code: &str) {
@@ -159,9 +159,9 @@ fn forwards_the_username_replacing_a_client_value_and_can_keep_credentials() {
     assert_eq!(run(&p, &mut req), Verdict::Continue);
     let forwarded: Vec<_> = req
         .headers()
-        .iter()
+        .into_iter()
         .filter(|(n, _)| n == "x-user")
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| v)
         .collect();
     assert_eq!(forwarded, ["jürgen"]);
     assert_eq!(req.request_header("authorization"), Some(header));
@@ -212,13 +212,12 @@ fn a_changed_password_hash_takes_effect_with_the_new_configuration() {
     let mut req = request(&envoy, Some(&basic("dave:dave!")));
     assert_eq!(run(&old, &mut req), Verdict::Continue);
     // dave's password changes to hunter2 (bob's hash reused for brevity).
-    let new = BasicAuth::configure(
-        json!({"realm": "orders-api", "users": [{"username": "dave", "passwordHash": BOB}]})
-            .to_string()
-            .as_bytes(),
-        &mut envoy.request(0),
-    )
-    .unwrap();
+    let new = envoy
+        .deploy::<BasicAuth>(
+            &json!({"realm": "orders-api", "users": [{"username": "dave", "passwordHash": BOB}]})
+                .to_string(),
+        )
+        .unwrap();
     let mut req = request(&envoy, Some(&basic("dave:dave!")));
     assert_eq!(run(&new, &mut req), Verdict::Respond);
     let mut req = request(&envoy, Some(&basic("dave:hunter2")));
@@ -334,4 +333,26 @@ fn overlong_passwords_are_refused_without_hashing() {
     let mut req = request(&envoy, Some(&basic(&format!("bob:{limit}"))));
     assert_eq!(run(&p, &mut req), Verdict::Respond);
     assert_eq!(envoy.counter("palisade.basic_auth.verified"), 1);
+}
+
+#[test]
+fn each_worker_has_its_own_cache_and_a_refused_configuration_names_the_field() {
+    let envoy = TestEnvoy::new(2);
+    let p = policy(&envoy, json!({"cacheTtlSeconds": 60}));
+    let ok = basic("carol:c4rol");
+    for worker in [0, 1, 0, 1] {
+        let mut req = p.request(worker);
+        req.add_header("authorization", &ok);
+        assert_eq!(p.send(&mut req), Verdict::Continue);
+        p.done(&mut req);
+    }
+    assert_eq!(envoy.counter("palisade.basic_auth.verified"), 2);
+    assert_eq!(envoy.counter("palisade.basic_auth.cache_hit"), 2);
+
+    let bad = json!({"users": [{"username": "eve", "passwordHash": "$apr1$x$y"}]}).to_string();
+    let err = envoy.deploy::<BasicAuth>(&bad).unwrap_err();
+    assert!(
+        err.starts_with("basic-auth: invalid configuration at `users[0]`"),
+        "{err}"
+    );
 }

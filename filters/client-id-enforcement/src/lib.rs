@@ -3,20 +3,18 @@
 //! identity (client id, name, SLA tier for this API) to later policies.
 //!
 //! [`config`] compiles the configuration, [`registry`] holds clients in a hash map, and
-//! [`ClientIdEnforcement::decide`] is the decision, over plain types. The proxy-wasm glue (in
-//! `glue`, wasm only) fetches the remote registry once per period per Envoy and publishes it in
-//! shared data, where every worker reads it.
+//! [`ClientIdEnforcement::decide`] is the decision, over plain types. A remote registry is
+//! fetched once per period per Envoy by the kit's [`Fetcher`] and published in shared data,
+//! where every worker reads (and parses once per version) it.
 
 pub mod config;
-#[cfg(target_arch = "wasm32")]
-mod glue;
 pub mod registry;
 
 use config::Config;
+use palisade_kit::fetch::{Endpoint, FetchCounters, FetchSettings, Fetched, Fetcher, Source};
 use palisade_kit::identity::Identity;
-use palisade_kit::metrics::Counter;
 use palisade_kit::secret::matches_sha256;
-use palisade_kit::{ConfigError, Host, LogLevel};
+use palisade_kit::{CallResponse, ConfigError, Host, LogLevel, Policy, Request, Verdict, Wakes};
 use registry::{Client, Registry};
 use std::rc::Rc;
 
@@ -44,16 +42,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    const ALL: [Reason; 7] = [
-        Reason::MissingClientId,
-        Reason::UnknownClient,
-        Reason::MissingSecret,
-        Reason::InvalidSecret,
-        Reason::DisabledClient,
-        Reason::NoContract,
-        Reason::RegistryUnavailable,
-    ];
-
     /// The metric outcome name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,35 +67,77 @@ pub enum Outcome {
     Preflight,
 }
 
-/// Counters, defined once at configure time.
-struct Metrics {
-    allowed: Counter,
-    preflight: Counter,
-    /// One per [`Reason`], in [`Reason::ALL`] order.
-    denied: Vec<Counter>,
+palisade_kit::counters! {
+    /// The policy's counters (`palisade_client_id_enforcement_<outcome>`).
+    pub struct Metrics {
+        allowed, preflight_allowed, missing_client_id, unknown_client, missing_secret,
+        invalid_secret, disabled_client, no_contract, registry_unavailable,
+        registry_fetched, registry_fetch_failed, registry_invalid,
+    }
+}
+
+/// The largest registry document accepted (a 50,000-client registry is about 4.5 MB).
+pub const MAX_REGISTRY_BYTES: usize = 64 * 1024 * 1024;
+
+/// How a fetched registry is judged and parsed.
+pub struct RegistrySource;
+
+impl Source for RegistrySource {
+    type Document = Registry;
+
+    fn accept(&self, body: &[u8], _followed: bool) -> Fetched {
+        match Registry::parse_document(body) {
+            Ok(registry) => Fetched::Publish(format!("{} clients", registry.len())),
+            Err(e) => Fetched::Invalid(e),
+        }
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Option<Registry> {
+        Registry::parse_document(bytes).ok()
+    }
 }
 
 /// The compiled policy.
 pub struct ClientIdEnforcement {
     config: Config,
     metrics: Metrics,
+    remote: Option<Fetcher<RegistrySource>>,
 }
 
 impl ClientIdEnforcement {
     /// Compiles the configuration and defines the metrics.
     pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(json)?;
-        let mut define = |outcome: &str| Counter::define(host, NAME, outcome);
-        let mut denied = Vec::with_capacity(Reason::ALL.len());
-        for reason in Reason::ALL {
-            denied.push(define(reason.as_str())?);
-        }
-        let metrics = Metrics {
-            allowed: define("allowed")?,
-            preflight: define("preflight_allowed")?,
-            denied,
-        };
-        Ok(ClientIdEnforcement { config, metrics })
+        let metrics = Metrics::define(host, NAME)?;
+        let remote = config.remote.as_ref().map(|r| {
+            let settings = FetchSettings {
+                endpoint: Endpoint {
+                    cluster: r.cluster.clone(),
+                    authority: r.authority.clone(),
+                    path: r.path.clone(),
+                },
+                refresh_ms: r.refresh_ms,
+                timeout_ms: r.timeout_ms,
+                min_refresh_ms: r.refresh_ms,
+                max_bytes: MAX_REGISTRY_BYTES,
+            };
+            let counters = FetchCounters {
+                fetched: metrics.registry_fetched,
+                failed: metrics.registry_fetch_failed,
+                invalid: metrics.registry_invalid,
+            };
+            Fetcher::new(&r.shared_name(), settings, RegistrySource, counters)
+        });
+        Ok(ClientIdEnforcement {
+            config,
+            metrics,
+            remote,
+        })
+    }
+
+    /// The remote registry's fetcher, when one is configured.
+    pub fn remote(&self) -> Option<&Fetcher<RegistrySource>> {
+        self.remote.as_ref()
     }
 
     /// The compiled configuration.
@@ -156,13 +186,12 @@ impl ClientIdEnforcement {
     }
 
     /// Acts on a decision: hands the identity on and hides credentials, or answers the denial.
-    /// Returns whether the request may continue.
-    pub fn apply(&self, host: &mut impl Host, outcome: Outcome) -> bool {
+    pub fn apply(&self, host: &mut impl Host, outcome: Outcome) -> Verdict {
         let c = &self.config;
         match outcome {
             Outcome::Preflight => {
-                self.metrics.preflight.inc(host);
-                true
+                self.metrics.preflight_allowed.inc(host);
+                Verdict::Continue
             }
             Outcome::Allowed(client, tier) => {
                 let identity = Identity {
@@ -179,8 +208,7 @@ impl ClientIdEnforcement {
                         LogLevel::Error,
                         "client-id-enforcement: cannot record the identity",
                     );
-                    let _ = c.unavailable.send(host);
-                    return false;
+                    return c.unavailable.send(host);
                 }
                 if c.hide_credentials {
                     if let Some(source) = &c.secret_source {
@@ -191,12 +219,20 @@ impl ClientIdEnforcement {
                     c.id_source.remove_from(host);
                 }
                 self.metrics.allowed.inc(host);
-                true
+                Verdict::Continue
             }
             Outcome::Denied(reason) => {
-                if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
-                    self.metrics.denied[i].inc(host);
-                }
+                let m = &self.metrics;
+                let counter = match reason {
+                    Reason::MissingClientId => m.missing_client_id,
+                    Reason::UnknownClient => m.unknown_client,
+                    Reason::MissingSecret => m.missing_secret,
+                    Reason::InvalidSecret => m.invalid_secret,
+                    Reason::DisabledClient => m.disabled_client,
+                    Reason::NoContract => m.no_contract,
+                    Reason::RegistryUnavailable => m.registry_unavailable,
+                };
+                counter.inc(host);
                 host.log(
                     LogLevel::Debug,
                     &format!("{NAME}: denied: {}", reason.as_str()),
@@ -206,12 +242,59 @@ impl ClientIdEnforcement {
                     Reason::RegistryUnavailable => &c.unavailable,
                     _ => &c.unauthorized,
                 };
-                let _ = denial.send(host);
-                false
+                denial.send(host)
             }
         }
     }
 }
+
+impl Policy for ClientIdEnforcement {
+    const NAME: &'static str = NAME;
+    type State = ();
+
+    fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
+        ClientIdEnforcement::configure(config, host)
+    }
+
+    fn tick_period_ms(&self) -> u32 {
+        if self.remote.is_some() {
+            palisade_kit::fetch::TICK_MS
+        } else {
+            0
+        }
+    }
+
+    fn on_tick(&self, host: &mut impl Host, wakes: &mut Wakes) {
+        if let Some(remote) = &self.remote {
+            remote.tick(host, wakes);
+        }
+    }
+
+    fn on_background_response(
+        &self,
+        host: &mut impl Host,
+        answer: &CallResponse,
+        wakes: &mut Wakes,
+    ) {
+        if let Some(remote) = &self.remote {
+            remote.on_response(host, answer, wakes);
+        }
+    }
+
+    fn on_request_headers(
+        &self,
+        _: &mut Request<'_, ()>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
+        let registry = self.remote.as_ref().and_then(|r| r.current(host));
+        let outcome = self.decide(host, registry.as_ref().map(|(r, _)| &**r));
+        self.apply(host, outcome)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{ palisade_kit::wasm::start::<ClientIdEnforcement>(); }}
 
 #[cfg(test)]
 mod tests;

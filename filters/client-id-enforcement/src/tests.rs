@@ -3,6 +3,7 @@
 use super::*;
 use palisade_kit::secret::sha256;
 use palisade_kit::testing::{TestEnvoy, TestRequest};
+use palisade_kit::Verdict;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -90,7 +91,7 @@ fn denials_have_the_flex_challenge_and_one_generic_message() {
     ] {
         let mut req = request(&envoy, headers);
         let outcome = p.decide(&req, None);
-        assert!(!p.apply(&mut req, outcome));
+        assert_eq!(p.apply(&mut req, outcome), Verdict::Respond);
         let resp = req.response().unwrap();
         assert_eq!(resp.status, 401);
         assert_eq!(
@@ -138,7 +139,7 @@ fn success_hands_the_identity_on_and_hides_credentials() {
         ],
     );
     let outcome = p.decide(&req, None);
-    assert!(p.apply(&mut req, outcome));
+    assert_eq!(p.apply(&mut req, outcome), Verdict::Continue);
     let id = Identity::current(&req).unwrap();
     assert_eq!(id.client_id.as_deref(), Some("app-1"));
     assert_eq!(id.client_name.as_deref(), Some("Shop"));
@@ -245,4 +246,70 @@ fn a_client_without_a_secret_fails_when_a_secret_is_required() {
         p.decide(&req, Some(&remote)),
         Outcome::Denied(Reason::InvalidSecret)
     );
+}
+
+/// The remote registry, fetched by the kit's fetcher in a deployed policy.
+mod remote {
+    use super::*;
+    use palisade_kit::testing::TestPolicy;
+
+    fn deploy(envoy: &TestEnvoy) -> TestPolicy<ClientIdEnforcement> {
+        envoy.add_cluster("registry");
+        let json = r#"{"api": "orders", "clientSecretSource": null,
+            "registry": {"cluster": "registry", "path": "/clients", "authority": "registry",
+                         "refreshSeconds": 30}}"#;
+        envoy.deploy::<ClientIdEnforcement>(json).unwrap()
+    }
+
+    fn ask(p: &TestPolicy<ClientIdEnforcement>, worker: usize, id: &str) -> TestRequest {
+        let mut req = p.request(worker);
+        req.add_header("client_id", id);
+        p.send(&mut req);
+        req
+    }
+
+    #[test]
+    fn fetched_once_per_period_served_by_every_worker_last_good_kept() {
+        let envoy = TestEnvoy::new(2);
+        let p = deploy(&envoy);
+        assert_eq!(
+            ask(&p, 0, "app-1").response().unwrap().status,
+            503,
+            "not loaded yet"
+        );
+        p.tick(250);
+        let calls = envoy.http_calls();
+        assert_eq!(calls.len(), 1, "one fetch for two workers");
+        assert_eq!(calls[0].header(":path"), Some("/clients"));
+        let registry = r#"[{"clientId": "app-1", "contracts": {"orders": "gold"}}]"#;
+        p.respond(calls[0].token, 200, &[], registry.as_bytes());
+        for worker in 0..2 {
+            assert!(
+                ask(&p, worker, "app-1").response().is_none(),
+                "worker {worker}"
+            );
+        }
+        assert_eq!(ask(&p, 1, "nobody").response().unwrap().status, 401);
+        assert_eq!(
+            envoy.counter("palisade.client_id_enforcement.registry_fetched"),
+            1
+        );
+        // A broken registry is refused and the last good copy stays.
+        p.tick(30_000);
+        let calls = envoy.http_calls();
+        assert_eq!(calls.len(), 2);
+        p.respond(calls[1].token, 200, &[], b"{not json");
+        assert_eq!(
+            envoy.counter("palisade.client_id_enforcement.registry_invalid"),
+            1
+        );
+        assert_eq!(
+            envoy.counter("palisade.client_id_enforcement.registry_fetch_failed"),
+            1
+        );
+        assert!(ask(&p, 0, "app-1").response().is_none());
+        // Retried soon (backoff), not a whole period later.
+        p.tick(1_250);
+        assert_eq!(envoy.http_calls().len(), 3);
+    }
 }

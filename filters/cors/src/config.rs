@@ -1,7 +1,8 @@
 //! The `cors` configuration: MuleSoft Flex's `cors-flex` JSON contract, compiled.
 
 use crate::origin::{OriginSet, Pattern};
-use palisade_kit::{config, ConfigError, Denial, DenialOverride};
+use palisade_kit::config::{self, is_token};
+use palisade_kit::{ConfigError, Denial, DenialOverride};
 use serde::Deserialize;
 
 /// Flex's default for `allowedMethods`.
@@ -126,31 +127,6 @@ impl Group {
 /// The non-empty items of a comma-separated header list, trimmed.
 pub fn split_list(list: &str) -> impl Iterator<Item = &str> {
     list.split(',').map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// An RFC 9110 token (method and header names).
-pub fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        })
 }
 
 /// The compiled configuration.

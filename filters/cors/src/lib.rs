@@ -2,20 +2,17 @@
 //! the APIs behind it.
 //!
 //! [`config`] compiles the Flex `cors-flex` contract, [`origin`] matches `Origin` headers against
-//! the configured origins. [`Cors::on_request_headers`] answers preflights itself (they never
-//! reach the upstream) and classifies actual requests; [`Cors::on_response_headers`] then writes
-//! (or strips) the `Access-Control-*` response headers and `Vary: Origin`. The proxy-wasm glue at
-//! the bottom only carries the per-request [`Stream`] from one phase to the other.
+//! the configured origins. In the request-headers phase [`Cors`] answers preflights itself (they
+//! never reach the upstream) and classifies actual requests into the request's [`Stream`]; in the
+//! response-headers phase it then writes (or strips) the `Access-Control-*` response headers and
+//! `Vary: Origin`. The kit's runtime carries the [`Stream`] from one phase to the other.
 
 pub mod config;
 pub mod origin;
 
-use config::{is_token, Config};
-use palisade_kit::metrics::Counter;
-use palisade_kit::{ConfigError, Denial, Host, LogLevel, Verdict};
-
-/// The policy name (artifact, root id and metric prefix).
-pub const NAME: &str = "cors";
+use config::Config;
+use palisade_kit::config::is_token;
+use palisade_kit::{ConfigError, Host, LogLevel, Policy, Request, Verdict};
 
 const ACAO: &str = "access-control-allow-origin";
 const ACAC: &str = "access-control-allow-credentials";
@@ -24,7 +21,7 @@ const ACEH: &str = "access-control-expose-headers";
 const PREFLIGHT_VARY: &str =
     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 
-/// What the request phase learned, for the response phase.
+/// What the request phase learned, for the response phase (the policy's per-request state).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub enum Stream {
     /// The request phase did not run: leave the response alone. (Envoy does not call a wasm
@@ -47,42 +44,18 @@ pub enum Stream {
     Refused,
 }
 
-/// Response headers, as the response phase needs them.
-pub trait ResponseHeaders {
-    /// A response header's value (the first one), or `None`.
-    fn get(&self, name: &str) -> Option<String>;
-    /// Replaces (or adds) a response header.
-    fn set(&mut self, name: &str, value: &str);
-    /// Removes a response header.
-    fn remove(&mut self, name: &str);
+palisade_kit::counters! {
+    /// The policy's counters (`palisade_cors_<outcome>`).
+    pub struct Metrics { preflight_allowed, preflight_denied, allowed, denied }
 }
 
 /// The compiled policy.
 pub struct Cors {
     config: Config,
-    preflight_allowed: Counter,
-    preflight_denied: Counter,
-    allowed: Counter,
-    denied: Counter,
+    metrics: Metrics,
 }
 
 impl Cors {
-    /// Compiles the JSON configuration, defines the metrics and logs risky choices.
-    pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
-        let config = Config::compile(json)?;
-        for warning in &config.warnings {
-            host.log(LogLevel::Warn, &format!("{NAME}: {warning}"));
-        }
-        let mut counter = |outcome| Counter::define(host, NAME, outcome);
-        Ok(Cors {
-            preflight_allowed: counter("preflight_allowed")?,
-            preflight_denied: counter("preflight_denied")?,
-            allowed: counter("allowed")?,
-            denied: counter("denied")?,
-            config,
-        })
-    }
-
     /// The group granting `origin`, if any. A public resource grants every well-formed origin,
     /// except that it never grants credentials to `null`.
     fn group_for(&self, origin: &str) -> Option<usize> {
@@ -101,21 +74,6 @@ impl Cors {
         }
     }
 
-    /// Decides on a request whose headers have arrived. Preflights are answered here.
-    pub fn on_request_headers(&self, host: &mut impl Host) -> (Verdict, Stream) {
-        let Some(origin) = host.request_header("origin") else {
-            return (Verdict::Continue, Stream::NoOrigin);
-        };
-        let method = host.request_header(":method").unwrap_or_default();
-        if method == "OPTIONS" {
-            if let Some(requested) = host.request_header("access-control-request-method") {
-                self.preflight(host, &origin, &requested);
-                return (Verdict::Respond, Stream::Answered);
-            }
-        }
-        (Verdict::Continue, self.actual(host, origin, &method))
-    }
-
     /// Grants or refuses an actual (non-preflight) cross-origin request.
     fn actual(&self, host: &impl Host, origin: String, method: &str) -> Stream {
         let group = self.group_for(&origin).filter(|g| {
@@ -126,7 +84,7 @@ impl Cors {
         });
         match group {
             Some(group) => {
-                self.allowed.inc(host);
+                self.metrics.allowed.inc(host);
                 let allow_origin = match self.allow_origin(&origin) {
                     "*" => "*".to_owned(),
                     _ => origin,
@@ -137,14 +95,14 @@ impl Cors {
                 }
             }
             None => {
-                self.denied.inc(host);
+                self.metrics.denied.inc(host);
                 Stream::Refused
             }
         }
     }
 
     /// Answers a preflight: a grant, or the denial with no CORS grant headers.
-    fn preflight(&self, host: &mut impl Host, origin: &str, method: &str) {
+    fn preflight(&self, host: &mut impl Host, origin: &str, method: &str) -> Verdict {
         let headers = host.request_header("access-control-request-headers");
         let granted = self
             .group_for(origin)
@@ -155,15 +113,13 @@ impl Cors {
                     && headers.as_deref().is_none_or(|h| g.allows_headers(h))
             });
         let Some(group) = granted else {
-            self.preflight_denied.inc(host);
-            // If even the local reply fails there is nothing better to do than to stop here.
-            let _ = self
+            self.metrics.preflight_denied.inc(host);
+            return self
                 .config
                 .denial
                 .send_with(host, &[("vary", PREFLIGHT_VARY)]);
-            return;
         };
-        self.preflight_allowed.inc(host);
+        self.metrics.preflight_allowed.inc(host);
         let mut answer: Vec<(&str, &str)> = Vec::with_capacity(6);
         answer.push((ACAO, self.allow_origin(origin)));
         if self.config.credentials {
@@ -187,198 +143,121 @@ impl Cors {
         }
         answer.push(("access-control-max-age", &group.max_age_text));
         answer.push(("vary", PREFLIGHT_VARY));
+        // If even the local reply fails there is nothing better to do than to stop here.
         let _ = host.send_response(200, &answer, b"");
+        Verdict::Respond
+    }
+}
+
+impl Policy for Cors {
+    const NAME: &'static str = "cors";
+    type State = Stream;
+
+    /// Compiles the JSON configuration, defines the metrics and logs risky choices.
+    fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
+        let config = Config::compile(json)?;
+        for warning in &config.warnings {
+            host.log(LogLevel::Warn, &format!("{}: {warning}", Self::NAME));
+        }
+        Ok(Cors {
+            metrics: Metrics::define(host, Self::NAME)?,
+            config,
+        })
+    }
+
+    /// Answers preflights; classifies actual requests for the response phase.
+    fn on_request_headers(
+        &self,
+        request: &mut Request<'_, Stream>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
+        let Some(origin) = host.request_header("origin") else {
+            *request.state = Stream::NoOrigin;
+            return Verdict::Continue;
+        };
+        let method = host.request_header(":method").unwrap_or_default();
+        if method == "OPTIONS" {
+            if let Some(requested) = host.request_header("access-control-request-method") {
+                *request.state = Stream::Answered;
+                return self.preflight(host, &origin, &requested);
+            }
+        }
+        *request.state = self.actual(host, origin, &method);
+        Verdict::Continue
     }
 
     /// Writes the CORS response headers of an actual request (also on local replies of later
     /// filters, so a browser can read a 401 or 429). Upstream `Access-Control-*` headers are
     /// replaced or, for refused origins, removed: the gateway alone decides who may read.
-    pub fn on_response_headers(&self, stream: &Stream, headers: &mut impl ResponseHeaders) {
-        match stream {
+    fn on_response_headers(
+        &self,
+        request: &mut Request<'_, Stream>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
+        match &*request.state {
             Stream::Untouched | Stream::Answered => {}
-            Stream::NoOrigin => add_vary_origin(headers),
+            Stream::NoOrigin => add_vary_origin(host),
             Stream::Granted {
                 allow_origin,
                 group,
             } => {
-                add_vary_origin(headers);
-                headers.set(ACAO, allow_origin);
+                add_vary_origin(host);
+                host.set_response_header(ACAO, allow_origin);
                 if self.config.credentials {
-                    headers.set(ACAC, "true");
+                    host.set_response_header(ACAC, "true");
                 } else {
-                    headers.remove(ACAC);
+                    host.remove_response_header(ACAC);
                 }
                 match self.config.groups.get(*group) {
-                    Some(g) if !g.expose_headers.is_empty() => headers.set(ACEH, &g.expose_headers),
-                    _ => headers.remove(ACEH),
+                    Some(g) if !g.expose_headers.is_empty() => {
+                        host.set_response_header(ACEH, &g.expose_headers)
+                    }
+                    _ => host.remove_response_header(ACEH),
                 }
             }
             Stream::Refused => {
-                add_vary_origin(headers);
-                headers.remove(ACAO);
-                headers.remove(ACAC);
-                headers.remove(ACEH);
+                add_vary_origin(host);
+                host.remove_response_header(ACAO);
+                host.remove_response_header(ACAC);
+                host.remove_response_header(ACEH);
             }
         }
-    }
-
-    /// The response to send when the policy could not be configured (never in practice).
-    pub fn unavailable() -> Denial {
-        Denial::new(503, "policy_unavailable", "The policy is not configured.")
+        Verdict::Continue
     }
 }
 
-/// Adds `Origin` to `Vary`, keeping what the upstream put there.
-fn add_vary_origin(headers: &mut impl ResponseHeaders) {
-    match headers.get("vary") {
-        None => headers.set("vary", "Origin"),
+/// Adds `Origin` to the response's `Vary`, keeping what the upstream put there.
+fn add_vary_origin(host: &mut impl Host) {
+    match host.response_header("vary") {
+        None => host.set_response_header("vary", "Origin"),
         Some(vary) => {
             let covered =
                 config::split_list(&vary).any(|v| v == "*" || v.eq_ignore_ascii_case("origin"));
             if !covered {
-                headers.set("vary", &format!("{vary}, Origin"));
+                host.set_response_header("vary", &format!("{vary}, Origin"));
             }
         }
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-mod glue {
-    //! The proxy-wasm contexts: compile once per VM, then per request carry the [`Stream`].
-    use super::{Cors, ResponseHeaders, Stream, NAME};
-    use palisade_kit::wasm::{configure_policy, WasmHost};
-    use palisade_kit::{Host, Verdict};
-    use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType};
-    use std::rc::Rc;
-
-    mod abi {
-        // The kit's host seam has no response-header removal; declared here, non-panicking.
-        #[link(wasm_import_module = "env")]
-        extern "C" {
-            pub fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
-        }
-    }
-    const RESPONSE_HEADERS: u32 = 2;
-
-    struct Response(WasmHost);
-
-    impl ResponseHeaders for Response {
-        fn get(&self, name: &str) -> Option<String> {
-            self.0.response_header(name)
-        }
-        fn set(&mut self, name: &str, value: &str) {
-            self.0.set_response_header(name, value);
-        }
-        fn remove(&mut self, name: &str) {
-            // SAFETY: plain read of our own buffer. A failed removal leaves a header that the
-            // upstream sent; nothing better can be done.
-            unsafe {
-                abi::proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len());
-            }
-        }
-    }
-
-    pub fn start() {
-        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| Box::new(Root { policy: None }));
-    }
-
-    struct Root {
-        policy: Option<Rc<Cors>>,
-    }
-
-    impl Context for Root {}
-
-    impl RootContext for Root {
-        fn on_configure(&mut self, _size: usize) -> bool {
-            self.policy = configure_policy(NAME, Cors::configure).map(Rc::new);
-            self.policy.is_some()
-        }
-
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-            Some(Box::new(Http {
-                policy: self.policy.clone(),
-                stream: Stream::Untouched,
-            }))
-        }
-
-        fn get_type(&self) -> Option<ContextType> {
-            Some(ContextType::HttpContext)
-        }
-    }
-
-    struct Http {
-        policy: Option<Rc<Cors>>,
-        stream: Stream,
-    }
-
-    impl Context for Http {}
-
-    impl HttpContext for Http {
-        fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-            let mut host = WasmHost;
-            let Some(policy) = &self.policy else {
-                let _ = Cors::unavailable().send(&mut host);
-                return Action::Pause;
-            };
-            let (verdict, stream) = policy.on_request_headers(&mut host);
-            self.stream = stream;
-            match verdict {
-                Verdict::Continue => Action::Continue,
-                Verdict::Respond => Action::Pause,
-            }
-        }
-
-        fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-            if let Some(policy) = &self.policy {
-                policy.on_response_headers(&self.stream, &mut Response(WasmHost));
-            }
-            Action::Continue
-        }
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    glue::start();
-}}
+proxy_wasm::main! {{ palisade_kit::wasm::start::<Cors>(); }}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_kit::testing::{TestEnvoy, TestRequest};
+    use palisade_kit::testing::{TestEnvoy, TestPolicy, TestRequest};
+    use palisade_kit::HeaderMap;
     use serde_json::json;
 
-    /// Response headers as a plain list (what the upstream sent, then what the policy did).
+    /// Response headers as the client gets them (what the upstream sent, then what the policy
+    /// did).
     #[derive(Default, Debug)]
     struct Headers(Vec<(String, String)>);
 
-    impl ResponseHeaders for Headers {
-        fn get(&self, name: &str) -> Option<String> {
-            self.0
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        }
-        fn set(&mut self, name: &str, value: &str) {
-            self.remove(name);
-            self.0.push((name.into(), value.into()));
-        }
-        fn remove(&mut self, name: &str) {
-            self.0.retain(|(n, _)| n != name);
-        }
-    }
-
     impl Headers {
-        fn with(pairs: &[(&str, &str)]) -> Self {
-            Headers(
-                pairs
-                    .iter()
-                    .map(|(n, v)| ((*n).into(), (*v).into()))
-                    .collect(),
-            )
-        }
         fn h(&self, name: &str) -> Option<&str> {
             self.0
                 .iter()
@@ -387,12 +266,12 @@ mod tests {
         }
     }
 
-    fn policy(envoy: &TestEnvoy, config: serde_json::Value) -> Cors {
-        Cors::configure(config.to_string().as_bytes(), &mut envoy.request(0)).unwrap()
+    fn policy(envoy: &TestEnvoy, config: serde_json::Value) -> TestPolicy<Cors> {
+        envoy.deploy::<Cors>(&config.to_string()).unwrap()
     }
 
-    fn request(envoy: &TestEnvoy, method: &str, headers: &[(&str, &str)]) -> TestRequest {
-        let mut r = envoy.request(0);
+    fn request(cors: &TestPolicy<Cors>, method: &str, headers: &[(&str, &str)]) -> TestRequest {
+        let mut r = cors.request(0);
         r.add_header(":method", method);
         for (n, v) in headers {
             r.add_header(n, v);
@@ -400,21 +279,27 @@ mod tests {
         r
     }
 
-    /// Runs both phases for an actual request; returns the stream and the response headers.
+    /// The response phase of `r` with `upstream` response headers; returns what the client gets.
+    fn respond(cors: &TestPolicy<Cors>, r: &mut TestRequest, upstream: &[(&str, &str)]) -> Headers {
+        for (n, v) in upstream {
+            r.add_to(HeaderMap::Response, n, v);
+        }
+        assert_eq!(cors.response_headers(r, false), Verdict::Continue);
+        cors.done(r);
+        Headers(r.map(HeaderMap::Response))
+    }
+
+    /// Runs both phases for an actual request; returns the response headers.
     fn actual(
-        cors: &Cors,
-        envoy: &TestEnvoy,
+        cors: &TestPolicy<Cors>,
         method: &str,
         headers: &[(&str, &str)],
         upstream: &[(&str, &str)],
-    ) -> (Stream, Headers) {
-        let mut r = request(envoy, method, headers);
-        let (verdict, stream) = cors.on_request_headers(&mut r);
-        assert_eq!(verdict, Verdict::Continue);
+    ) -> Headers {
+        let mut r = request(cors, method, headers);
+        assert_eq!(cors.request_headers(&mut r, true), Verdict::Continue);
         assert!(r.response().is_none());
-        let mut resp = Headers::with(upstream);
-        cors.on_response_headers(&stream, &mut resp);
-        (stream, resp)
+        respond(cors, &mut r, upstream)
     }
 
     fn shop() -> serde_json::Value {
@@ -435,7 +320,7 @@ mod tests {
         let envoy = TestEnvoy::new(2);
         let cors = policy(&envoy, shop());
         let mut r = request(
-            &envoy,
+            &cors,
             "OPTIONS",
             &[
                 ("origin", "https://app.example.com"),
@@ -446,10 +331,7 @@ mod tests {
                 ),
             ],
         );
-        assert_eq!(
-            cors.on_request_headers(&mut r),
-            (Verdict::Respond, Stream::Answered)
-        );
+        assert_eq!(cors.send(&mut r), Verdict::Respond);
         let resp = r.response().unwrap();
         assert_eq!(resp.status, 200);
         assert!(resp.body.is_empty());
@@ -468,9 +350,8 @@ mod tests {
         assert_eq!(envoy.counter("palisade.cors.preflight_allowed"), 1);
 
         // The response phase leaves the local reply alone.
-        let mut headers = Headers::default();
-        cors.on_response_headers(&Stream::Answered, &mut headers);
-        assert!(headers.0.is_empty());
+        let headers = respond(&cors, &mut r, &[(":status", "200")]);
+        assert_eq!(headers.0, [(":status".to_owned(), "200".to_owned())]);
     }
 
     #[test]
@@ -511,11 +392,8 @@ mod tests {
                 ),
             ],
         ] {
-            let mut r = request(&envoy, "OPTIONS", headers);
-            assert_eq!(
-                cors.on_request_headers(&mut r),
-                (Verdict::Respond, Stream::Answered)
-            );
+            let mut r = request(&cors, "OPTIONS", headers);
+            assert_eq!(cors.send(&mut r), Verdict::Respond);
             let resp = r.response().unwrap();
             assert_eq!(resp.status, 403, "{headers:?}");
             assert_eq!(resp.json()["error"], "cors_preflight_denied");
@@ -531,27 +409,24 @@ mod tests {
     fn granted_actual_request_gets_origin_credentials_exposed_and_vary() {
         let envoy = TestEnvoy::new(1);
         let cors = policy(&envoy, shop());
-        let (stream, resp) = actual(
+        let resp = actual(
             &cors,
-            &envoy,
             "GET",
             &[("origin", "https://shop.example.com")],
             &[("vary", "Accept-Encoding"), (ACAO, "*"), (ACEH, "x-secret")],
         );
-        assert!(matches!(stream, Stream::Granted { .. }));
         assert_eq!(resp.h(ACAO), Some("https://shop.example.com"));
         assert_eq!(resp.h(ACAC), Some("true"));
         assert_eq!(resp.h(ACEH), Some("x-ratelimit-remaining"));
         assert_eq!(resp.h("vary"), Some("Accept-Encoding, Origin"));
         // HEAD rides on GET.
-        let (stream, _) = actual(
+        let resp = actual(
             &cors,
-            &envoy,
             "HEAD",
             &[("origin", "https://shop.example.com")],
             &[],
         );
-        assert!(matches!(stream, Stream::Granted { .. }));
+        assert_eq!(resp.h(ACAO), Some("https://shop.example.com"));
         assert_eq!(envoy.counter("palisade.cors.allowed"), 2);
     }
 
@@ -565,9 +440,8 @@ mod tests {
             ("POST", "https://shop.example.com"), // POST is not an allowed method
             ("GET", "https://shop.example.com/"),
         ] {
-            let (stream, resp) = actual(
+            let resp = actual(
                 &cors,
-                &envoy,
                 method,
                 &[("origin", origin)],
                 &[
@@ -577,8 +451,7 @@ mod tests {
                     ("vary", "origin"),
                 ],
             );
-            assert_eq!(stream, Stream::Refused, "{method} {origin}");
-            assert_eq!(resp.h(ACAO), None);
+            assert_eq!(resp.h(ACAO), None, "{method} {origin}");
             assert_eq!(resp.h(ACAC), None);
             assert_eq!(resp.h(ACEH), None);
             assert_eq!(resp.h("vary"), Some("origin"));
@@ -590,24 +463,25 @@ mod tests {
     fn requests_without_origin_only_get_vary() {
         let envoy = TestEnvoy::new(1);
         let cors = policy(&envoy, shop());
-        let (stream, resp) = actual(&cors, &envoy, "GET", &[], &[(ACAO, "https://x.test")]);
-        assert_eq!(stream, Stream::NoOrigin);
+        let resp = actual(&cors, "GET", &[], &[(ACAO, "https://x.test")]);
         assert_eq!(resp.h("vary"), Some("Origin"));
         assert_eq!(resp.h(ACAO), Some("https://x.test"), "not a CORS request");
-        let (_, resp) = actual(&cors, &envoy, "GET", &[], &[("vary", "*")]);
+        let resp = actual(&cors, "GET", &[], &[("vary", "*")]);
         assert_eq!(resp.h("vary"), Some("*"));
+        assert_eq!(envoy.counter("palisade.cors.allowed"), 0);
+        assert_eq!(envoy.counter("palisade.cors.denied"), 0);
         // An OPTIONS without Access-Control-Request-Method is an actual request.
-        let (stream, _) = actual(
+        let resp = actual(
             &cors,
-            &envoy,
             "OPTIONS",
             &[("origin", "https://shop.example.com")],
-            &[],
+            &[(ACAO, "*")],
         );
-        assert_eq!(stream, Stream::Refused, "OPTIONS is not in the group");
+        assert_eq!(resp.h(ACAO), None, "OPTIONS is not in the group");
+        assert_eq!(envoy.counter("palisade.cors.denied"), 1);
         // Nothing happens for a response whose request this policy never saw.
-        let mut untouched = Headers::with(&[(ACAO, "*")]);
-        cors.on_response_headers(&Stream::Untouched, &mut untouched);
+        let mut r = cors.request(0);
+        let untouched = respond(&cors, &mut r, &[(ACAO, "*")]);
         assert_eq!(untouched.0.len(), 1);
     }
 
@@ -618,14 +492,14 @@ mod tests {
         config["denial"] = json!({"status": 400, "body": "no", "contentType": "text/plain"});
         let cors = policy(&envoy, config);
         let mut r = request(
-            &envoy,
+            &cors,
             "OPTIONS",
             &[
                 ("origin", "https://evil.test"),
                 ("access-control-request-method", "GET"),
             ],
         );
-        cors.on_request_headers(&mut r);
+        cors.send(&mut r);
         let resp = r.response().unwrap();
         assert_eq!((resp.status, resp.body.as_slice()), (400, &b"no"[..]));
         assert_eq!(resp.header("content-type"), Some("text/plain"));
@@ -637,7 +511,7 @@ mod tests {
         let envoy = TestEnvoy::new(1);
         let cors = policy(&envoy, json!({}));
         let mut r = request(
-            &envoy,
+            &cors,
             "OPTIONS",
             &[
                 ("origin", "http://localhost:4200"),
@@ -648,7 +522,7 @@ mod tests {
                 ),
             ],
         );
-        cors.on_request_headers(&mut r);
+        cors.send(&mut r);
         let resp = r.response().unwrap();
         assert_eq!(resp.status, 200);
         assert_eq!(resp.header(ACAO), Some("*"));
@@ -660,14 +534,13 @@ mod tests {
         );
         assert_eq!(resp.header("access-control-max-age"), Some("30"));
 
-        let (stream, resp) = actual(&cors, &envoy, "DELETE", &[("origin", "null")], &[]);
-        assert!(matches!(stream, Stream::Granted { .. }));
+        let resp = actual(&cors, "DELETE", &[("origin", "null")], &[]);
         assert_eq!(resp.h(ACAO), Some("*"));
         assert_eq!(resp.h(ACEH), None);
 
         // A header list that is not a list of names is not echoed.
         let mut bad = request(
-            &envoy,
+            &cors,
             "OPTIONS",
             &[
                 ("origin", "http://localhost:4200"),
@@ -675,17 +548,17 @@ mod tests {
                 ("access-control-request-headers", "x-a, <script>"),
             ],
         );
-        cors.on_request_headers(&mut bad);
+        cors.send(&mut bad);
         assert_eq!(bad.response().unwrap().status, 403);
         let mut bad = request(
-            &envoy,
+            &cors,
             "OPTIONS",
             &[
                 ("origin", "http://localhost:4200"),
                 ("access-control-request-method", "GET POST"),
             ],
         );
-        cors.on_request_headers(&mut bad);
+        cors.send(&mut bad);
         assert_eq!(bad.response().unwrap().status, 403);
     }
 
@@ -697,18 +570,19 @@ mod tests {
             .logs()
             .iter()
             .any(|(l, m)| *l == LogLevel::Warn && m.contains("supportCredentials")));
-        let (_, resp) = actual(&cors, &envoy, "GET", &[("origin", "https://any.test")], &[]);
+        let resp = actual(&cors, "GET", &[("origin", "https://any.test")], &[]);
         assert_eq!(resp.h(ACAO), Some("https://any.test"));
         assert_eq!(resp.h(ACAC), Some("true"));
-        let (stream, _) = actual(&cors, &envoy, "GET", &[("origin", "null")], &[]);
-        assert_eq!(stream, Stream::Refused);
+        let resp = actual(&cors, "GET", &[("origin", "null")], &[]);
+        assert_eq!((resp.h(ACAO), resp.h(ACAC)), (None, None));
+        assert_eq!(envoy.counter("palisade.cors.denied"), 1);
 
         let star = policy(
             &envoy,
             json!({"supportCredentials": true, "originGroups": [{"origins": ["*"], "headers": ["*"]}]}),
         );
         let mut r = request(
-            &envoy,
+            &star,
             "OPTIONS",
             &[
                 ("origin", "https://b.test"),
@@ -716,7 +590,7 @@ mod tests {
                 ("access-control-request-headers", "x-custom"),
             ],
         );
-        star.on_request_headers(&mut r);
+        star.send(&mut r);
         let resp = r.response().unwrap();
         assert_eq!(resp.header(ACAO), Some("https://b.test"));
         assert_eq!(
@@ -735,20 +609,20 @@ mod tests {
                 {"origins": ["https://b.test"], "allowedMethods": ["POST"], "accessControlMaxAge": 5}
             ]}),
         );
-        let (_, a) = actual(&cors, &envoy, "GET", &[("origin", "https://a.test")], &[]);
+        let a = actual(&cors, "GET", &[("origin", "https://a.test")], &[]);
         assert_eq!(a.h(ACEH), Some("x-a"));
         assert_eq!(a.h(ACAC), None);
-        let (b, _) = actual(&cors, &envoy, "GET", &[("origin", "https://b.test")], &[]);
-        assert_eq!(b, Stream::Refused);
+        let b = actual(&cors, "GET", &[("origin", "https://b.test")], &[]);
+        assert_eq!(b.h(ACAO), None, "GET is not allowed for b.test");
         let mut r = request(
-            &envoy,
+            &cors,
             "OPTIONS",
             &[
                 ("origin", "https://b.test"),
                 ("access-control-request-method", "POST"),
             ],
         );
-        cors.on_request_headers(&mut r);
+        cors.send(&mut r);
         let resp = r.response().unwrap();
         assert_eq!(resp.header("access-control-allow-methods"), Some("POST"));
         assert_eq!(resp.header("access-control-max-age"), Some("5"));
@@ -794,7 +668,7 @@ mod tests {
                     for cors in [&public, &groups] {
                         for method in ["GET", "OPTIONS"] {
                             let mut r = request(
-                                &envoy,
+                                cors,
                                 method,
                                 &[
                                     ("origin", &origin),
@@ -802,9 +676,8 @@ mod tests {
                                     ("access-control-request-headers", &origin),
                                 ],
                             );
-                            let (_, stream) = cors.on_request_headers(&mut r);
-                            let mut headers = Headers::with(&[("vary", &origin)]);
-                            cors.on_response_headers(&stream, &mut headers);
+                            cors.send(&mut r);
+                            respond(cors, &mut r, &[("vary", &origin)]);
                             n += 1;
                         }
                     }
@@ -815,14 +688,63 @@ mod tests {
     }
 
     #[test]
+    fn each_request_keeps_its_own_classification_until_its_response() {
+        let envoy = TestEnvoy::new(2);
+        let cors = policy(&envoy, shop());
+        let upstream = [(ACAO, "*"), (ACAC, "true"), (ACEH, "x-internal")];
+        // Interleaved on one worker, and one more on the other worker.
+        let mut granted = request(&cors, "PUT", &[("origin", "https://shop.example.com")]);
+        let mut refused = request(&cors, "PUT", &[("origin", "https://evil.test")]);
+        let mut plain = cors.request(1);
+        plain.add_header(":method", "GET");
+        for r in [&mut granted, &mut refused, &mut plain] {
+            assert_eq!(cors.request_headers(r, false), Verdict::Continue);
+        }
+        let plain = respond(&cors, &mut plain, &upstream);
+        let refused = respond(&cors, &mut refused, &upstream);
+        let granted = respond(&cors, &mut granted, &upstream);
+        assert_eq!(granted.h(ACAO), Some("https://shop.example.com"));
+        assert_eq!(granted.h(ACAC), Some("true"));
+        assert_eq!(granted.h(ACEH), Some("x-ratelimit-remaining"));
+        assert_eq!(granted.h("vary"), Some("Origin"));
+        for name in [ACAO, ACAC, ACEH] {
+            assert_eq!(refused.h(name), None, "{name}");
+        }
+        assert_eq!(refused.h("vary"), Some("Origin"));
+        assert_eq!(plain.h(ACAO), Some("*"), "not a CORS request");
+        assert_eq!(plain.h(ACEH), Some("x-internal"));
+        assert_eq!(cors.paused(0) + cors.paused(1), 0);
+    }
+
+    #[test]
+    fn a_later_filters_local_reply_gets_the_grant_and_keeps_its_vary() {
+        let envoy = TestEnvoy::new(1);
+        let cors = policy(
+            &envoy,
+            json!({"originGroups": [{"origins": ["https://a.test"], "allowedMethods": ["GET"]}]}),
+        );
+        // A 401 from an auth policy after this one: Envoy runs the response phase on it.
+        let resp = actual(
+            &cors,
+            "GET",
+            &[("origin", "https://a.test")],
+            &[(":status", "401"), ("vary", "accept")],
+        );
+        assert_eq!(resp.h(":status"), Some("401"));
+        assert_eq!(resp.h(ACAO), Some("https://a.test"));
+        assert_eq!(resp.h(ACEH), None, "the group exposes nothing");
+        assert_eq!(resp.h("vary"), Some("accept, Origin"));
+    }
+
+    #[test]
     fn configure_errors_name_the_field() {
         let envoy = TestEnvoy::new(1);
-        let err = Cors::configure(
-            br#"{"originGroups": [{"origins": ["https://*.com"]}]}"#,
-            &mut envoy.request(0),
-        )
-        .err()
-        .unwrap();
-        assert_eq!(err.path, "originGroups[0].origins[0]");
+        let err = envoy
+            .deploy::<Cors>(r#"{"originGroups": [{"origins": ["https://*.com"]}]}"#)
+            .unwrap_err();
+        assert!(
+            err.starts_with("cors: invalid configuration at `originGroups[0].origins[0]`"),
+            "{err}"
+        );
     }
 }

@@ -1,16 +1,20 @@
 //! `ip-filter`: allow or block requests by client IP address.
 //!
 //! [`config`] reads and compiles the configuration, [`ipset`] matches addresses against
-//! thousands of ranges in logarithmic time, and [`IpFilter`] is the decision. The proxy-wasm glue
-//! is the kit's generic header-policy glue.
+//! thousands of ranges in logarithmic time, and [`IpFilter`] decides in the request-headers
+//! phase. The kit's runtime does the rest (`palisade_kit::wasm::start`).
 
 pub mod config;
 pub mod ipset;
 
 use config::{Config, Mode};
 use palisade_kit::address::AddressSource;
-use palisade_kit::metrics::Counter;
-use palisade_kit::{ConfigError, Denial, HeaderPolicy, Host, Verdict};
+use palisade_kit::{ConfigError, Denial, Host, Policy, Request, Verdict};
+
+palisade_kit::counters! {
+    /// The policy's counters (`palisade_ip_filter_*`).
+    pub struct Metrics { allowed, denied, no_address }
+}
 
 /// The compiled policy.
 pub struct IpFilter {
@@ -18,13 +22,12 @@ pub struct IpFilter {
     ips: ipset::IpSet,
     source: AddressSource,
     denial: Denial,
-    allowed: Counter,
-    denied: Counter,
-    no_address: Counter,
+    metrics: Metrics,
 }
 
-impl HeaderPolicy for IpFilter {
+impl Policy for IpFilter {
     const NAME: &'static str = "ip-filter";
+    type State = ();
 
     fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let Config {
@@ -33,22 +36,24 @@ impl HeaderPolicy for IpFilter {
             source,
             denial,
         } = Config::compile(config)?;
-        let counter = |host: &mut _, outcome| Counter::define(host, Self::NAME, outcome);
         Ok(IpFilter {
             mode,
             ips,
             source,
             denial,
-            allowed: counter(host, "allowed")?,
-            denied: counter(host, "denied")?,
-            no_address: counter(host, "no_address")?,
+            metrics: Metrics::define(host, Self::NAME)?,
         })
     }
 
-    fn on_request_headers(&self, host: &mut impl Host) -> Verdict {
+    fn on_request_headers(
+        &self,
+        _: &mut Request<'_, ()>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
         let address = self.source.resolve(host);
         if address.is_none() {
-            self.no_address.inc(host);
+            self.metrics.no_address.inc(host);
         }
         let listed = address.is_some_and(|ip| self.ips.contains(ip));
         let allow = match self.mode {
@@ -57,28 +62,24 @@ impl HeaderPolicy for IpFilter {
             Mode::Blocklist => !listed,
         };
         if allow {
-            self.allowed.inc(host);
+            self.metrics.allowed.inc(host);
             return Verdict::Continue;
         }
-        self.denied.inc(host);
-        // If even the local reply fails there is nothing better to do than to stop the request.
-        let _ = self.denial.send(host);
-        Verdict::Respond
+        self.metrics.denied.inc(host);
+        self.denial.send(host)
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    palisade_kit::wasm::start_header_policy::<IpFilter>();
-}}
+proxy_wasm::main! {{ palisade_kit::wasm::start::<IpFilter>(); }}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_kit::testing::{TestEnvoy, TestRequest};
+    use palisade_kit::testing::{TestEnvoy, TestPolicy, TestRequest};
 
-    fn filter(envoy: &TestEnvoy, config: &str) -> IpFilter {
-        IpFilter::configure(config.as_bytes(), &mut envoy.request(0)).unwrap()
+    fn filter(envoy: &TestEnvoy, config: &str) -> TestPolicy<IpFilter> {
+        envoy.deploy::<IpFilter>(config).unwrap()
     }
 
     fn from(envoy: &TestEnvoy, peer: &str, xff: Option<&str>) -> TestRequest {
@@ -104,11 +105,11 @@ mod tests {
             "[::ffff:10.0.0.1]:4",
         ] {
             let mut req = from(&envoy, peer, None);
-            assert_eq!(f.on_request_headers(&mut req), Verdict::Continue, "{peer}");
+            assert_eq!(f.send(&mut req), Verdict::Continue, "{peer}");
             assert!(req.response().is_none());
         }
         let mut req = from(&envoy, "11.0.0.1:1", None);
-        assert_eq!(f.on_request_headers(&mut req), Verdict::Respond);
+        assert_eq!(f.send(&mut req), Verdict::Respond);
         let resp = req.response().unwrap();
         assert_eq!(resp.status, 403);
         assert_eq!(resp.json()["error"], "ip_denied");
@@ -121,9 +122,9 @@ mod tests {
         let envoy = TestEnvoy::new(1);
         let f = filter(&envoy, r#"{"mode": "blocklist", "ips": ["203.0.113.7"]}"#);
         let mut blocked = from(&envoy, "203.0.113.7:9", None);
-        assert_eq!(f.on_request_headers(&mut blocked), Verdict::Respond);
+        assert_eq!(f.send(&mut blocked), Verdict::Respond);
         let mut other = from(&envoy, "203.0.113.8:9", None);
-        assert_eq!(f.on_request_headers(&mut other), Verdict::Continue);
+        assert_eq!(f.send(&mut other), Verdict::Continue);
     }
 
     #[test]
@@ -134,9 +135,9 @@ mod tests {
             r#"{"ips": ["0.0.0.0/0", "::/0"], "ipSource": "xff"}"#,
         );
         let mut req = from(&envoy, "10.0.0.1:1", Some("garbage"));
-        assert_eq!(f.on_request_headers(&mut req), Verdict::Respond);
+        assert_eq!(f.send(&mut req), Verdict::Respond);
         let mut req = from(&envoy, "10.0.0.1:1", None);
-        assert_eq!(f.on_request_headers(&mut req), Verdict::Respond);
+        assert_eq!(f.send(&mut req), Verdict::Respond);
         assert_eq!(envoy.counter("palisade.ip_filter.no_address"), 2);
 
         let b = filter(
@@ -144,7 +145,7 @@ mod tests {
             r#"{"mode": "blocklist", "ips": ["1.1.1.1"], "ipSource": "xff"}"#,
         );
         let mut req = from(&envoy, "10.0.0.1:1", None);
-        assert_eq!(b.on_request_headers(&mut req), Verdict::Continue);
+        assert_eq!(b.send(&mut req), Verdict::Continue);
     }
 
     #[test]
@@ -156,9 +157,9 @@ mod tests {
         );
         // The client claims to be 10.0.0.1; the trusted proxy appended its real address.
         let mut spoofed = from(&envoy, "127.0.0.1:1", Some("10.0.0.1, 198.51.100.4"));
-        assert_eq!(f.on_request_headers(&mut spoofed), Verdict::Respond);
+        assert_eq!(f.send(&mut spoofed), Verdict::Respond);
         let mut real = from(&envoy, "127.0.0.1:1", Some("198.51.100.4, 10.3.3.3"));
-        assert_eq!(f.on_request_headers(&mut real), Verdict::Continue);
+        assert_eq!(f.send(&mut real), Verdict::Continue);
     }
 
     #[test]
@@ -169,9 +170,39 @@ mod tests {
             r#"{"ips": ["10.0.0.0/8"], "denial": {"status": 404, "body": "not here", "contentType": "text/plain"}}"#,
         );
         let mut req = from(&envoy, "8.8.8.8:1", None);
-        f.on_request_headers(&mut req);
+        f.send(&mut req);
         let resp = req.response().unwrap();
         assert_eq!((resp.status, resp.body.as_slice()), (404, &b"not here"[..]));
         assert_eq!(resp.header("content-type"), Some("text/plain"));
+    }
+
+    #[test]
+    fn a_bad_configuration_is_refused_naming_the_field() {
+        let envoy = TestEnvoy::new(2);
+        let err = envoy
+            .deploy::<IpFilter>(r#"{"ips": ["10.0.0.1", "10.0.0.300"]}"#)
+            .unwrap_err();
+        assert!(
+            err.starts_with("ip-filter: invalid configuration at `ips[1]`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_worker_runs_the_policy_and_shares_the_counters() {
+        let envoy = TestEnvoy::new(2);
+        let f = filter(&envoy, r#"{"ips": ["10.0.0.0/8"]}"#);
+        for worker in 0..2 {
+            let mut req = f.request(worker);
+            req.set_peer("10.0.0.1:1");
+            assert_eq!(f.send(&mut req), Verdict::Continue);
+            let mut req = f.request(worker);
+            req.set_peer("11.0.0.1:1");
+            assert_eq!(f.send(&mut req), Verdict::Respond);
+            f.done(&mut req);
+        }
+        assert_eq!(envoy.counter("palisade.ip_filter.allowed"), 2);
+        assert_eq!(envoy.counter("palisade.ip_filter.denied"), 2);
+        assert_eq!(f.paused(0) + f.paused(1), 0);
     }
 }

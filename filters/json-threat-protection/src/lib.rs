@@ -2,15 +2,16 @@
 //! structural limits, before any upstream parser sees them.
 //!
 //! [`config`] reads the configuration, [`scanner`] is the streaming validator, and
-//! [`JsonThreatProtection`] ties them to the kit's body-inspection logic
-//! ([`palisade_kit::body`]), whose proxy-wasm glue runs it in Envoy.
+//! [`JsonThreatProtection`] is the [`Policy`]: its per-request state is the kit's
+//! [`BodyStream`] over a [`JsonScanner`] ([`palisade_kit::body`] decides which bodies are
+//! inspected, holds them until the verdict and answers the denial).
 
 pub mod config;
 pub mod scanner;
 
 use config::Config;
-use palisade_kit::body::{BodyPolicy, BodyRules};
-use palisade_kit::{ConfigError, Host};
+use palisade_kit::body::{BodyRules, BodyStream};
+use palisade_kit::{ConfigError, Host, Policy, Request, Verdict};
 use scanner::{JsonScanner, Limits};
 
 /// The compiled policy.
@@ -19,9 +20,9 @@ pub struct JsonThreatProtection {
     rules: BodyRules,
 }
 
-impl BodyPolicy for JsonThreatProtection {
+impl Policy for JsonThreatProtection {
     const NAME: &'static str = "json-threat-protection";
-    type Scanner = JsonScanner;
+    type State = BodyStream<JsonScanner>;
 
     fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(config)?;
@@ -39,39 +40,63 @@ impl BodyPolicy for JsonThreatProtection {
         })
     }
 
-    fn rules(&self) -> &BodyRules {
-        &self.rules
+    fn on_request_headers(
+        &self,
+        request: &mut Request<'_, Self::State>,
+        host: &mut impl Host,
+        end_of_stream: bool,
+    ) -> Verdict {
+        let scanner = || JsonScanner::new(self.limits);
+        request
+            .state
+            .on_headers(&self.rules, host, end_of_stream, scanner)
     }
 
-    fn scanner(&self) -> JsonScanner {
-        JsonScanner::new(self.limits)
+    fn on_request_body(
+        &self,
+        request: &mut Request<'_, Self::State>,
+        host: &mut impl Host,
+        buffered: usize,
+        end_of_stream: bool,
+    ) -> Verdict {
+        request
+            .state
+            .on_body(&self.rules, host, buffered, end_of_stream)
+    }
+
+    fn on_request_trailers(
+        &self,
+        request: &mut Request<'_, Self::State>,
+        host: &mut impl Host,
+    ) -> Verdict {
+        request.state.on_trailers(&self.rules, host)
     }
 }
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    palisade_kit::body::wasm::start::<JsonThreatProtection>();
+    palisade_kit::wasm::start::<JsonThreatProtection>();
 }}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use palisade_kit::body::testing::send;
-    use palisade_kit::body::Step;
-    use palisade_kit::testing::TestEnvoy;
+    use palisade_kit::testing::{TestEnvoy, TestPolicy};
+    use palisade_kit::Direction;
 
-    fn policy(envoy: &TestEnvoy, config: &str) -> JsonThreatProtection {
-        JsonThreatProtection::configure(config.as_bytes(), &mut envoy.request(0)).unwrap()
+    fn policy(envoy: &TestEnvoy, config: &str) -> TestPolicy<JsonThreatProtection> {
+        envoy.deploy::<JsonThreatProtection>(config).unwrap()
     }
 
     #[test]
     fn denial_names_the_limit_and_offset() {
         let envoy = TestEnvoy::new(1);
         let p = policy(&envoy, r#"{"maxArrayElementCount": 2}"#);
-        let (step, resp) = send(&envoy, &p, "application/json", "[1,2]", 2, false);
-        assert_eq!((step, resp), (Step::Continue, None));
-        let (step, resp) = send(&envoy, &p, "application/json", "[1,2,3]", 2, false);
-        assert_eq!(step, Step::Denied);
+        let (verdict, resp) = send(&p, "application/json", "[1,2]", 2, false);
+        assert_eq!((verdict, resp), (Verdict::Continue, None));
+        let (verdict, resp) = send(&p, "application/json", "[1,2,3]", 2, false);
+        assert_eq!(verdict, Verdict::Respond);
         let resp = resp.unwrap();
         assert_eq!(resp.status, 400);
         assert_eq!(resp.header("content-type"), Some("application/json"));
@@ -80,7 +105,7 @@ mod tests {
             resp.json()["message"],
             "maxArrayElementCount (2) exceeded at byte 5"
         );
-        let (_, resp) = send(&envoy, &p, "application/json", "[1,", 1, true);
+        let (_, resp) = send(&p, "application/json", "[1,", 1, true);
         assert_eq!(
             resp.unwrap().json()["message"],
             "unexpected end of document at byte 3"
@@ -100,31 +125,46 @@ mod tests {
     fn content_type_gating_and_check_all_bodies() {
         let envoy = TestEnvoy::new(1);
         let p = policy(&envoy, "{}");
+        assert_eq!(send(&p, "text/plain", "{{{", 1, false).0, Verdict::Continue);
         assert_eq!(
-            send(&envoy, &p, "text/plain", "{{{", 1, false).0,
-            Step::Continue
-        );
-        assert_eq!(
-            send(&envoy, &p, "application/vnd.api+json", "{{{", 1, false).0,
-            Step::Denied
+            send(&p, "application/vnd.api+json", "{{{", 1, false).0,
+            Verdict::Respond
         );
         let all = policy(&envoy, r#"{"checkAllBodies": true}"#);
         assert_eq!(
-            send(&envoy, &all, "text/plain", "{{{", 1, false).0,
-            Step::Denied
+            send(&all, "text/plain", "{{{", 1, false).0,
+            Verdict::Respond
         );
-        assert_eq!(
-            send(&envoy, &all, "text/plain", "{}", 1, true).0,
-            Step::Continue
-        );
+        assert_eq!(send(&all, "text/plain", "{}", 1, true).0, Verdict::Continue);
+    }
+
+    #[test]
+    fn the_body_goes_upstream_only_once_accepted() {
+        let envoy = TestEnvoy::new(1);
+        let p = policy(&envoy, r#"{"maxContainerDepth": 2}"#);
+        let mut req = p.request(0);
+        req.add_header("content-type", "application/json");
+        assert_eq!(p.request_headers(&mut req, false), Verdict::Continue);
+        assert_eq!(p.request_body(&mut req, b"[[1],", false), Verdict::Pause);
+        assert_eq!(p.request_body(&mut req, b"[2]", false), Verdict::Pause);
+        assert!(req.forwarded_body(Direction::Request).is_empty());
+        assert_eq!(p.request_body(&mut req, b"]", true), Verdict::Continue);
+        assert_eq!(req.forwarded_body(Direction::Request), b"[[1],[2]]");
+        p.done(&mut req);
+
+        let mut req = p.request(0);
+        assert_eq!(p.send_body(&mut req, b"[[[1]]]", 2), Verdict::Respond);
+        assert!(req.forwarded_body(Direction::Request).is_empty());
+        assert_eq!(req.response().unwrap().status, 400);
+        p.done(&mut req);
     }
 
     #[test]
     fn body_size_limit_and_denial_override() {
         let envoy = TestEnvoy::new(1);
         let p = policy(&envoy, r#"{"maxBodyBytes": 8, "denial": {"status": 422}}"#);
-        let (step, resp) = send(&envoy, &p, "application/json", "[1,2,3,4,5]", 4, false);
-        assert_eq!(step, Step::Denied);
+        let (verdict, resp) = send(&p, "application/json", "[1,2,3,4,5]", 4, false);
+        assert_eq!(verdict, Verdict::Respond);
         let resp = resp.unwrap();
         assert_eq!(resp.status, 422);
         assert_eq!(
@@ -138,5 +178,9 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(err.path, "denial.status");
+        let refused = envoy.deploy::<JsonThreatProtection>(r#"{"maxDepth": 3}"#);
+        let logged = refused.err().unwrap();
+        assert!(logged.starts_with("json-threat-protection: "), "{logged}");
+        assert!(logged.contains("maxDepth"), "{logged}");
     }
 }

@@ -99,16 +99,8 @@ fn default_min_refresh() -> u64 {
     30
 }
 
-/// Where a JWKS is fetched from: `:authority` and `:path` of a request to `cluster`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// The Envoy cluster the request goes to.
-    pub cluster: String,
-    /// `:authority` (host and port of the URI).
-    pub authority: String,
-    /// `:path` (with the query).
-    pub path: String,
-}
+/// Where a document is fetched (the kit's fetch endpoint).
+pub use palisade_kit::fetch::Endpoint;
 
 /// Remote key settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

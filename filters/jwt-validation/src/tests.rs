@@ -4,7 +4,8 @@ use super::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
-use palisade_kit::testing::{TestEnvoy, TestRequest};
+use palisade_kit::testing::{TestEnvoy, TestPolicy, TestRequest};
+use palisade_kit::Direction;
 use serde_json::{json, Map};
 
 const ISS: &str = "http://127.0.0.1:4000";
@@ -80,7 +81,7 @@ fn send(envoy: &TestEnvoy, p: &JwtValidation, auth: Option<&str>) -> (Verdict, T
     if let Some(a) = auth {
         req.add_header("authorization", a);
     }
-    let verdict = p.on_request_headers(&mut req);
+    let verdict = p.check(&mut req);
     (verdict, req)
 }
 
@@ -114,7 +115,7 @@ fn valid_tokens_pass_with_identity_headers_and_cache() {
     let mut req = envoy.request(0);
     req.add_header("authorization", &format!("Bearer {token}"))
         .add_header("x-user", "mallory");
-    assert_eq!(p.on_request_headers(&mut req), Verdict::Continue);
+    assert_eq!(p.check(&mut req), Verdict::Continue);
     let h = |n: &str| {
         req.headers()
             .iter()
@@ -236,7 +237,7 @@ fn missing_tokens_are_401_with_a_bare_challenge() {
     let mut req = envoy.request(0);
     let token = s.es256(now_s(&envoy), json!({}));
     req.add_header(":path", &format!("/x?access_token={token}&a=1"));
-    assert_eq!(q.on_request_headers(&mut req), Verdict::Continue);
+    assert_eq!(q.check(&mut req), Verdict::Continue);
     let path = req
         .headers()
         .iter()
@@ -256,7 +257,7 @@ fn cors_preflights_pass_unless_disabled() {
         r.add_header(":method", "OPTIONS")
             .add_header("origin", "https://a.example")
             .add_header("access-control-request-method", "GET");
-        p.on_request_headers(&mut r)
+        p.check(&mut r)
     };
     assert_eq!(
         preflight(&policy(&envoy, &local(&s, json!({})))),
@@ -369,73 +370,88 @@ fn hmac_needs_a_configured_secret_and_rsa_keys_never_act_as_one() {
     assert_status(&bearer_req(&envoy, &asym, &token), 401, "invalid_token");
 }
 
-fn remote_config() -> Vec<u8> {
+fn remote_config() -> String {
     json!({"issuer": ISS, "jwks": {"cluster": "idp", "uri": "http://127.0.0.1:4000/jwks",
            "cacheSeconds": 10, "maxStaleSeconds": 20, "minRefreshSeconds": 30}})
     .to_string()
-    .into_bytes()
 }
 
-/// Runs one tick on `worker` and answers its fetch, if any, with `answer`.
-fn tick(envoy: &TestEnvoy, p: &JwtValidation, worker: usize, answer: Option<(u16, &str)>) -> bool {
-    let host = envoy.request(worker);
-    let mut in_flight = None;
-    p.tick(&host, &mut in_flight, |c, h, t| {
-        envoy.request(worker).dispatch_http_call(c, h, None, t)
-    });
-    let Some(call) = in_flight.clone() else {
+/// The policy deployed on `workers` workers with remote keys.
+fn deploy(workers: usize, config: &str) -> (TestEnvoy, TestPolicy<JwtValidation>) {
+    let envoy = TestEnvoy::new(workers);
+    envoy.add_cluster("idp");
+    let p = envoy.deploy::<JwtValidation>(config).unwrap();
+    (envoy, p)
+}
+
+/// Runs the timers until a fetch is dispatched (at most `ms`), answers it with `answer` if
+/// given, and returns whether there was one.
+fn fetch(
+    envoy: &TestEnvoy,
+    p: &TestPolicy<JwtValidation>,
+    ms: u64,
+    answer: Option<(u16, &str)>,
+) -> bool {
+    let before = envoy.http_calls().len();
+    for _ in 0..ms {
+        p.tick(1);
+        if envoy.http_calls().len() > before {
+            break;
+        }
+    }
+    let calls = envoy.http_calls();
+    let Some(call) = calls.get(before) else {
         return false;
     };
     if let Some((status, body)) = answer {
-        p.on_fetch_response(
-            &host,
-            &mut in_flight,
-            call.token,
-            Some(status),
-            body.as_bytes(),
-            |_, _, _| Err(HostError::BadArgument),
-        );
+        p.respond(call.token, status, &[], body.as_bytes());
     }
     true
 }
 
+/// A request with `token` through the deployed policy on `worker`.
+fn ask(p: &TestPolicy<JwtValidation>, worker: usize, token: &str) -> (Verdict, TestRequest) {
+    let mut req = p.request(worker);
+    req.add_header("authorization", &format!("Bearer {token}"));
+    let verdict = p.send(&mut req);
+    (verdict, req)
+}
+
+fn rotated(id: &str) -> Signer {
+    Signer {
+        es: ES256KeyPair::generate().with_key_id(&format!("es-{id}")),
+        ed: Ed25519KeyPair::generate().with_key_id(&format!("ed-{id}")),
+    }
+}
+
 #[test]
 fn remote_keys_are_fetched_once_shared_kept_stale_then_dropped() {
-    let envoy = TestEnvoy::new(2);
-    envoy.add_cluster("idp");
+    let (envoy, p) = deploy(2, &remote_config());
     let s = Signer::new();
-    let p0 = policy(&envoy, &remote_config());
-    let p1 = policy(&envoy, &remote_config());
     let token = s.es256(now_s(&envoy), json!({"exp": now_s(&envoy) + 3600}));
-    assert_status(&bearer_req(&envoy, &p0, &token), 503, "jwks_unavailable");
+    assert_status(&ask(&p, 0, &token), 503, "jwks_unavailable");
 
-    let jwks = s.jwks();
-    assert!(tick(&envoy, &p0, 0, Some((200, &jwks))));
+    assert!(fetch(&envoy, &p, 250, Some((200, &s.jwks()))));
     let calls = envoy.http_calls();
-    assert_eq!(calls.len(), 1);
-    assert!(calls[0].headers.contains(&(":path".into(), "/jwks".into())));
-    assert!(
-        !tick(&envoy, &p1, 1, None),
-        "the other worker does not fetch"
-    );
-    // Both workers' policies use the published keys.
-    assert_eq!(bearer_req(&envoy, &p0, &token).0, Verdict::Continue);
-    assert_eq!(bearer_req(&envoy, &p1, &token).0, Verdict::Continue);
+    assert_eq!(calls.len(), 1, "one fetch for both workers");
+    assert_eq!(calls[0].header(":path"), Some("/jwks"));
+    // Both workers use the published keys.
+    assert_eq!(ask(&p, 0, &token).0, Verdict::Continue);
+    assert_eq!(ask(&p, 1, &token).0, Verdict::Continue);
 
     // At 80 % of cacheSeconds one refresh; it fails, the keys stay in use while stale.
-    envoy.advance_ms(8_000);
-    assert!(tick(&envoy, &p1, 1, Some((503, "down"))));
-    assert!(!tick(&envoy, &p0, 0, None), "backing off");
-    envoy.advance_ms(21_000);
+    assert!(!fetch(&envoy, &p, 7_500, None), "fresh");
+    assert!(fetch(&envoy, &p, 500, Some((503, "down"))));
+    envoy.advance_ms(20_000);
     assert_eq!(
-        bearer_req(&envoy, &p1, &s.es256(now_s(&envoy), json!({}))).0,
+        ask(&p, 1, &s.es256(now_s(&envoy), json!({}))).0,
         Verdict::Continue
     );
-    assert!(tick(&envoy, &p0, 0, Some((200, "not json"))));
-    envoy.advance_ms(1_000);
+    assert!(fetch(&envoy, &p, 2_000, Some((200, "not json"))));
+    envoy.advance_ms(2_000);
     // 30 s after the last good fetch (cache 10 + stale 20): no usable keys.
     assert_status(
-        &bearer_req(&envoy, &p1, &s.es256(now_s(&envoy), json!({}))),
+        &ask(&p, 1, &s.es256(now_s(&envoy), json!({}))),
         503,
         "jwks_unavailable",
     );
@@ -444,31 +460,30 @@ fn remote_keys_are_fetched_once_shared_kept_stale_then_dropped() {
         envoy.counter("palisade.jwt_validation.jwks_fetch_failed"),
         2
     );
+    assert_eq!(envoy.counter("palisade.jwt_validation.jwks_invalid"), 1);
 }
 
 #[test]
 fn an_unknown_kid_brings_a_rate_limited_refresh() {
-    let envoy = TestEnvoy::new(1);
-    envoy.add_cluster("idp");
+    let (envoy, p) = deploy(1, &remote_config());
     let old = Signer::new();
-    let p = policy(&envoy, &remote_config());
-    assert!(tick(&envoy, &p, 0, Some((200, &old.jwks()))));
-    let rotated = Signer {
-        es: ES256KeyPair::generate().with_key_id("es-2"),
-        ed: Ed25519KeyPair::generate().with_key_id("ed-2"),
-    };
-    let token = rotated.es256(now_s(&envoy), json!({}));
-    assert_status(&bearer_req(&envoy, &p, &token), 401, "invalid_token");
+    assert!(fetch(&envoy, &p, 250, Some((200, &old.jwks()))));
+    let new = rotated("2");
+    let token = new.es256(now_s(&envoy), json!({}));
+    // Checked without waiting: 401, but the refresh is brought forward.
+    let mut req = p.request(0);
+    req.add_header("authorization", &format!("Bearer {token}"));
+    assert_eq!(p.policy(0).check(&mut req), Verdict::Respond);
     assert_eq!(
         envoy.counter("palisade.jwt_validation.jwks_refresh_requested"),
         1
     );
     assert!(
-        tick(&envoy, &p, 0, Some((200, &rotated.jwks()))),
+        fetch(&envoy, &p, 250, Some((200, &new.jwks()))),
         "fetched at once"
     );
-    assert_eq!(bearer_req(&envoy, &p, &token).0, Verdict::Continue);
-    // Another unknown kid within minRefreshSeconds does not fetch again.
+    assert_eq!(ask(&p, 0, &token).0, Verdict::Continue);
+    // Another unknown kid within minRefreshSeconds does not fetch again, nor wait.
     let third = Signer::new();
     let t3 = third.es256(now_s(&envoy), json!({}));
     let t3 = t3.replacen(
@@ -476,8 +491,8 @@ fn an_unknown_kid_brings_a_rate_limited_refresh() {
         &URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"nope"}"#),
         1,
     );
-    assert_status(&bearer_req(&envoy, &p, &t3), 401, "invalid_token");
-    assert!(!tick(&envoy, &p, 0, None));
+    assert_status(&ask(&p, 0, &t3), 401, "invalid_token");
+    assert!(!fetch(&envoy, &p, 1_000, None));
     assert_eq!(
         envoy.counter("palisade.jwt_validation.jwks_refresh_requested"),
         1
@@ -486,47 +501,25 @@ fn an_unknown_kid_brings_a_rate_limited_refresh() {
 
 #[test]
 fn discovery_is_followed_to_the_jwks() {
-    let envoy = TestEnvoy::new(1);
-    envoy.add_cluster("idp");
+    let config = json!({"issuer": ISS, "discovery": true, "jwks": {"cluster": "idp"}}).to_string();
+    let (envoy, p) = deploy(1, &config);
     let s = Signer::new();
-    let p = policy(
-        &envoy,
-        json!({"issuer": ISS, "discovery": true, "jwks": {"cluster": "idp"}})
-            .to_string()
-            .as_bytes(),
-    );
-    let host = envoy.request(0);
-    let mut in_flight = None;
-    p.tick(&host, &mut in_flight, |c, h, t| {
-        envoy.request(0).dispatch_http_call(c, h, None, t)
-    });
-    let first = in_flight.clone().unwrap();
     let doc = json!({"issuer": ISS, "jwks_uri": "http://127.0.0.1:4000/keys"}).to_string();
-    p.on_fetch_response(
-        &host,
-        &mut in_flight,
-        first.token,
-        Some(200),
-        doc.as_bytes(),
-        |c, h, t| envoy.request(0).dispatch_http_call(c, h, None, t),
-    );
-    let second = in_flight.clone().unwrap();
-    assert_ne!(first.token, second.token);
+    assert!(fetch(&envoy, &p, 250, Some((200, &doc))));
     let calls = envoy.http_calls();
-    assert!(calls[0]
-        .headers
-        .contains(&(":path".into(), "/.well-known/openid-configuration".into())));
-    assert!(calls[1].headers.contains(&(":path".into(), "/keys".into())));
-    p.on_fetch_response(
-        &host,
-        &mut in_flight,
-        second.token,
-        Some(200),
-        s.jwks().as_bytes(),
-        |_, _, _| Err(HostError::BadArgument),
+    assert_eq!(
+        calls.len(),
+        2,
+        "the JWKS is fetched right after the discovery document"
     );
     assert_eq!(
-        bearer_req(&envoy, &p, &s.es256(now_s(&envoy), json!({}))).0,
+        calls[0].header(":path"),
+        Some("/.well-known/openid-configuration")
+    );
+    assert_eq!(calls[1].header(":path"), Some("/keys"));
+    p.respond(calls[1].token, 200, &[], s.jwks().as_bytes());
+    assert_eq!(
+        ask(&p, 0, &s.es256(now_s(&envoy), json!({}))).0,
         Verdict::Continue
     );
 }
@@ -561,25 +554,16 @@ fn jwks_parsing_skips_foreign_keys_and_rejects_broken_ones() {
 }
 
 #[test]
-fn a_lost_fetch_does_not_stop_this_vm_fetching() {
-    let envoy = TestEnvoy::new(1);
-    envoy.add_cluster("idp");
-    let p = policy(&envoy, &remote_config());
-    let host = envoy.request(0);
-    let mut in_flight = None;
-    let dispatch =
-        |c: &str, h: &[(&str, &str)], t| envoy.request(0).dispatch_http_call(c, h, None, t);
-    p.tick(&host, &mut in_flight, dispatch);
-    assert!(in_flight.is_some());
-    // timeoutMs 5000 + 2 × 2 s of slack.
-    envoy.advance_ms(8_999);
-    p.tick(&host, &mut in_flight, dispatch);
-    assert_eq!(envoy.http_calls().len(), 1, "still waiting for the answer");
-    envoy.advance_ms(2);
-    p.tick(&host, &mut in_flight, dispatch);
-    assert_eq!(
-        envoy.http_calls().len(),
-        2,
+fn a_lost_fetch_does_not_stop_fetching() {
+    let (envoy, p) = deploy(1, &remote_config());
+    assert!(fetch(&envoy, &p, 250, None));
+    // Never answered: this VM gives the call up after timeoutMs 5000 + 2 × 2 s of slack.
+    assert!(
+        !fetch(&envoy, &p, 8_500, None),
+        "still waiting for the answer"
+    );
+    assert!(
+        fetch(&envoy, &p, 1_000, None),
         "the lost call is given up and the fetch retried"
     );
 }
@@ -613,66 +597,59 @@ fn keys_without_kid_verify_tokens_with_one() {
 
 #[test]
 fn an_unknown_kid_waits_for_the_refresh_it_brought_forward() {
-    let envoy = TestEnvoy::new(1);
-    envoy.add_cluster("idp");
+    let (envoy, p) = deploy(1, &remote_config());
     let old = Signer::new();
-    let p = policy(&envoy, &remote_config());
-    assert!(tick(&envoy, &p, 0, Some((200, &old.jwks()))));
-    let rotated = Signer {
-        es: ES256KeyPair::generate().with_key_id("es-2"),
-        ed: Ed25519KeyPair::generate().with_key_id("ed-2"),
-    };
-    let token = rotated.es256(now_s(&envoy), json!({}));
-    let mut waiting = envoy.request(0);
-    waiting.add_header("authorization", &format!("Bearer {token}"));
-    assert_eq!(p.on_request(&mut waiting, Some(7)), Decision::Wait);
+    assert!(fetch(&envoy, &p, 250, Some((200, &old.jwks()))));
+    let new = rotated("2");
+    let token = new.es256(now_s(&envoy), json!({}));
+    let (verdict, mut waiting) = ask(&p, 0, &token);
+    assert_eq!(verdict, Verdict::Pause);
     assert!(waiting.response().is_none());
-    assert_eq!(p.waiting(), 1);
-    // Nothing changed yet: it keeps waiting.
-    p.wake(&mut waiting, |_| panic!("woken too early"), || panic!());
-    assert!(tick(&envoy, &p, 0, Some((200, &rotated.jwks()))));
-    let mut resumed = false;
-    p.wake(
-        &mut waiting,
-        |id| {
-            assert_eq!(id, 7);
-            true
-        },
-        || resumed = true,
-    );
-    assert!(
-        resumed && waiting.response().is_none(),
+    assert_eq!((p.paused(0), p.policy(0).waiting()), (1, 1));
+    assert!(fetch(&envoy, &p, 250, Some((200, &new.jwks()))));
+    assert_eq!(
+        waiting.resumed(Direction::Request),
+        1,
         "let through with the new key"
     );
-    assert_eq!(p.waiting(), 0);
+    assert!(waiting.response().is_none());
+    assert_eq!(p.paused(0), 0);
+    p.done(&mut waiting);
 
     // Another unknown kid right after: no refresh is on its way, so 401 at once.
     let stray = Signer::new().es256(now_s(&envoy), json!({}));
-    let mut r = envoy.request(0);
-    r.add_header("authorization", &format!("Bearer {stray}"));
-    assert_eq!(p.on_request(&mut r, Some(8)), Decision::Respond);
-    assert_eq!(r.response().unwrap().status, 401);
+    assert_status(&ask(&p, 0, &stray), 401, "invalid_token");
 }
 
 #[test]
 fn a_failed_refresh_answers_its_waiters_with_401() {
-    let envoy = TestEnvoy::new(1);
-    envoy.add_cluster("idp");
+    let (envoy, p) = deploy(1, &remote_config());
     let old = Signer::new();
-    let p = policy(&envoy, &remote_config());
-    assert!(tick(&envoy, &p, 0, Some((200, &old.jwks()))));
-    let token = Signer {
-        es: ES256KeyPair::generate().with_key_id("es-9"),
-        ed: Ed25519KeyPair::generate().with_key_id("ed-9"),
-    }
-    .es256(now_s(&envoy), json!({}));
-    let mut waiting = envoy.request(0);
-    waiting.add_header("authorization", &format!("Bearer {token}"));
-    assert_eq!(p.on_request(&mut waiting, Some(3)), Decision::Wait);
-    assert!(tick(&envoy, &p, 0, Some((500, "oops"))));
-    p.wake(&mut waiting, |_| true, || panic!("must not pass"));
+    assert!(fetch(&envoy, &p, 250, Some((200, &old.jwks()))));
+    let token = rotated("9").es256(now_s(&envoy), json!({}));
+    let (verdict, waiting) = ask(&p, 0, &token);
+    assert_eq!(verdict, Verdict::Pause);
+    assert!(fetch(&envoy, &p, 250, Some((500, "oops"))));
     assert_eq!(waiting.response().unwrap().status, 401);
+    assert_eq!(waiting.resumed(Direction::Request), 0);
     assert_eq!(envoy.counter("palisade.jwt_validation.kid_waits"), 1);
+}
+
+#[test]
+fn forged_claim_headers_are_removed_on_every_path() {
+    let s = Signer::new();
+    let config =
+        String::from_utf8(local(&s, json!({"claimsToHeaders": {"sub": "x-user"}}))).unwrap();
+    let envoy = TestEnvoy::new(1);
+    let p = envoy.deploy::<JwtValidation>(&config).unwrap();
+    // A CORS preflight passes unauthenticated, but not with a forged identity header.
+    let mut pre = p.request(0);
+    pre.add_header(":method", "OPTIONS")
+        .add_header("origin", "https://app.example")
+        .add_header("access-control-request-method", "GET")
+        .add_header("x-user", "admin");
+    assert_eq!(p.send(&mut pre), Verdict::Continue);
+    assert!(pre.headers().iter().all(|(n, _)| n != "x-user"));
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! many places from the right. The leftmost entries are whatever the client sent and are never
 //! used. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are read as IPv4.
 
+use crate::config::is_token;
 use crate::host::Host;
 use std::net::{IpAddr, SocketAddr};
 
@@ -119,13 +120,6 @@ pub fn normalize(ip: IpAddr) -> IpAddr {
         },
         v4 => v4,
     }
-}
-
-/// An HTTP header name token (RFC 9110 `tchar`s).
-pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

@@ -3,17 +3,19 @@
 //!
 //! A policy provides a [`BodyScanner`] (a resumable state machine fed each body byte once) and
 //! [`BodyRules`] (media types, size limit, denial, metrics). [`BodyStream`] is the per-request
-//! logic over plain types and `impl Host`: every chunk is scanned as it arrives (only the
-//! bytes not scanned yet), the body is kept buffered in Envoy until the verdict, and the
-//! verdict completes at end of stream or in the trailers (HTTP/2 bodies followed by trailers
-//! never carry end-of-stream on a data frame). A rejected body therefore never reaches the
-//! upstream, not even in part (its headers may have: see [`BodyStream::on_headers`]).
-//! `wasm::start` turns a [`BodyPolicy`] into proxy-wasm contexts.
+//! logic over plain types and `impl Host`, and the policy's per-request state
+//! ([`crate::Policy::State`]): every chunk is scanned as it arrives (only the bytes not scanned
+//! yet), the body is kept buffered in Envoy until the verdict, and the verdict completes at end
+//! of stream or in the trailers (HTTP/2 bodies followed by trailers never carry end-of-stream on
+//! a data frame). A rejected body therefore never reaches the upstream, not even in part (its
+//! headers may have: see [`BodyStream::on_headers`]). A body policy's glue is three one-line
+//! callbacks that hand each phase to its [`BodyStream`].
 
 use crate::config::ConfigError;
 use crate::denial::{Denial, DenialOverride};
-use crate::host::{Host, LogLevel};
+use crate::host::{BodyBuffer, Host, LogLevel};
 use crate::metrics::Counter;
+use crate::runtime::Verdict;
 
 /// Why a body was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,31 +286,6 @@ impl BodyRules {
     }
 }
 
-/// A compiled body policy.
-pub trait BodyPolicy: Sized + 'static {
-    /// The policy's name (kebab-case; also its artifact and metric name).
-    const NAME: &'static str;
-    /// Its scanner.
-    type Scanner: BodyScanner;
-    /// Compiles the JSON configuration; `host` is available to define metrics.
-    fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError>;
-    /// The inspection rules.
-    fn rules(&self) -> &BodyRules;
-    /// A fresh scanner for one body.
-    fn scanner(&self) -> Self::Scanner;
-}
-
-/// What to tell Envoy after a callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    /// Let the request continue (with everything buffered so far).
-    Continue,
-    /// Hold the request (and keep buffering the body) until the verdict.
-    Wait,
-    /// The request was answered with a denial; stop it.
-    Denied,
-}
-
 /// The inspection of one request body.
 #[derive(Debug)]
 pub struct BodyStream<S> {
@@ -341,23 +318,23 @@ impl<S: BodyScanner> BodyStream<S> {
     /// which the filter sees no body until it resumes), so the upstream may see the headers
     /// of a request whose body is then rejected (and the upstream request reset), but no byte
     /// of that body.
-    pub fn on_headers<P: BodyPolicy<Scanner = S>>(
+    pub fn on_headers(
         &mut self,
-        policy: &P,
+        rules: &BodyRules,
         host: &mut impl Host,
         end_of_stream: bool,
-    ) -> Step {
-        let rules = policy.rules();
+        scanner: impl FnOnce() -> S,
+    ) -> Verdict {
         if end_of_stream {
             // No body: nothing to inspect.
-            return Step::Continue;
+            return Verdict::Continue;
         }
         if !rules
             .media
             .inspects(host.request_header("content-type").as_deref())
         {
             rules.skipped.inc(host);
-            return Step::Continue;
+            return Verdict::Continue;
         }
         if let (Some(max), Some(length)) = (
             rules.max_body_bytes,
@@ -372,24 +349,22 @@ impl<S: BodyScanner> BodyStream<S> {
                 return self.reject(rules, host, &violation);
             }
         }
-        self.state = State::Scanning(policy.scanner());
-        Step::Continue
+        self.state = State::Scanning(scanner());
+        Verdict::Continue
     }
 
-    /// A body callback: `buffered` bytes are buffered in total; `read(start, len)` returns
-    /// bytes `start..start+len` of that buffer. Only bytes not scanned yet are read.
-    pub fn on_body<P: BodyPolicy<Scanner = S>>(
+    /// A body callback: `buffered` bytes are held in Envoy in total (the body so far, since
+    /// this stream pauses until the verdict). Only bytes not scanned yet are read.
+    pub fn on_body(
         &mut self,
-        policy: &P,
+        rules: &BodyRules,
         host: &mut impl Host,
         buffered: usize,
         end_of_stream: bool,
-        read: impl FnOnce(usize, usize) -> Vec<u8>,
-    ) -> Step {
-        let rules = policy.rules();
+    ) -> Verdict {
         let scanner = match &mut self.state {
-            State::Pass => return Step::Continue,
-            State::Denied => return Step::Denied,
+            State::Pass => return Verdict::Continue,
+            State::Denied => return Verdict::Respond,
             State::Scanning(scanner) => scanner,
         };
         let buffered = buffered as u64;
@@ -402,7 +377,7 @@ impl<S: BodyScanner> BodyStream<S> {
                 }
             }
             let want = (buffered - start) as usize;
-            let chunk = read(start as usize, want);
+            let chunk = host.body(BodyBuffer::Request, start as usize, want);
             if chunk.len() != want {
                 // The host did not hand over the bytes it reported: fail closed rather than let
                 // unscanned bytes through.
@@ -415,41 +390,38 @@ impl<S: BodyScanner> BodyStream<S> {
             }
         }
         if end_of_stream {
-            self.finish(rules, host)
+            self.on_trailers(rules, host)
         } else {
-            Step::Wait
+            Verdict::Pause
         }
     }
 
-    /// Request trailers arrived: the body is complete.
-    pub fn on_trailers<P: BodyPolicy<Scanner = S>>(
-        &mut self,
-        policy: &P,
-        host: &mut impl Host,
-    ) -> Step {
-        self.finish(policy.rules(), host)
-    }
-
-    fn finish(&mut self, rules: &BodyRules, host: &mut impl Host) -> Step {
+    /// Request trailers arrived (or the last chunk): the body is complete.
+    pub fn on_trailers(&mut self, rules: &BodyRules, host: &mut impl Host) -> Verdict {
         let scanner = match &mut self.state {
-            State::Pass => return Step::Continue,
-            State::Denied => return Step::Denied,
+            State::Pass => return Verdict::Continue,
+            State::Denied => return Verdict::Respond,
             State::Scanning(scanner) => scanner,
         };
         match scanner.finish() {
             Ok(()) => {
                 self.state = State::Pass;
                 rules.allowed.inc(host);
-                Step::Continue
+                Verdict::Continue
             }
             Err(violation) => self.reject(rules, host, &violation),
         }
     }
 
-    fn reject(&mut self, rules: &BodyRules, host: &mut impl Host, violation: &Violation) -> Step {
+    fn reject(
+        &mut self,
+        rules: &BodyRules,
+        host: &mut impl Host,
+        violation: &Violation,
+    ) -> Verdict {
         self.state = State::Denied;
         rules.deny(host, violation);
-        Step::Denied
+        Verdict::Respond
     }
 
     /// Bytes scanned so far.
@@ -458,118 +430,40 @@ impl<S: BodyScanner> BodyStream<S> {
     }
 }
 
-/// The proxy-wasm glue of a body policy.
-#[cfg(target_arch = "wasm32")]
-pub mod wasm {
-    use super::{BodyPolicy, BodyStream, Step};
-    use crate::wasm::{buffer_bytes, deny_unconfigured, Buffer, PolicyRoot, WasmHost};
-    use proxy_wasm::traits::{Context, HttpContext};
-    use proxy_wasm::types::Action;
-    use std::rc::Rc;
-
-    /// Registers `P` as this module's policy. Call from `proxy_wasm::main!`.
-    pub fn start<P: BodyPolicy>() {
-        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| {
-            Box::new(PolicyRoot::<P> {
-                name: P::NAME,
-                configure: |config, host| P::configure(config, host),
-                stream: |policy| {
-                    Box::new(Stream::<P> {
-                        policy,
-                        stream: BodyStream::default(),
-                    })
-                },
-                policy: None,
-            })
-        });
-    }
-
-    struct Stream<P: BodyPolicy> {
-        policy: Option<Rc<P>>,
-        stream: BodyStream<P::Scanner>,
-    }
-
-    fn action(step: Step) -> Action {
-        match step {
-            Step::Continue => Action::Continue,
-            Step::Wait | Step::Denied => Action::Pause,
-        }
-    }
-
-    impl<P: BodyPolicy> Context for Stream<P> {}
-
-    impl<P: BodyPolicy> HttpContext for Stream<P> {
-        fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-            let Some(policy) = &self.policy else {
-                return deny_unconfigured();
-            };
-            action(
-                self.stream
-                    .on_headers(policy.as_ref(), &mut WasmHost, end_of_stream),
-            )
-        }
-
-        fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-            let Some(policy) = &self.policy else {
-                return Action::Pause;
-            };
-            let read = |start, len| buffer_bytes(Buffer::RequestBody, start, len);
-            action(self.stream.on_body(
-                policy.as_ref(),
-                &mut WasmHost,
-                body_size,
-                end_of_stream,
-                read,
-            ))
-        }
-
-        fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
-            let Some(policy) = &self.policy else {
-                return Action::Pause;
-            };
-            action(self.stream.on_trailers(policy.as_ref(), &mut WasmHost))
-        }
-    }
-}
-
 /// Drives body policies and scanners natively, for tests, fuzz targets and benchmarks.
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing {
-    use super::{BodyPolicy, BodyScanner, BodyStream, Step, Violation};
-    use crate::testing::{LocalResponse, TestEnvoy};
+    use super::{BodyScanner, Violation};
+    use crate::runtime::{Policy, Verdict};
+    use crate::testing::{LocalResponse, TestPolicy};
 
-    /// Sends a request with `content_type` and `body` through `policy` in `chunk`-byte pieces,
-    /// the last with end of stream (or, with `trailers`, followed by trailers). Returns the last
-    /// step and the local response, if any.
-    pub fn send<P: BodyPolicy>(
-        envoy: &TestEnvoy,
-        policy: &P,
+    /// Sends a request with `content_type` and `body` through a deployed body policy in
+    /// `chunk`-byte pieces, the last with end of stream (or, with `trailers`, followed by
+    /// trailers). Returns the last verdict and the local response, if any.
+    pub fn send<P: Policy>(
+        policy: &TestPolicy<P>,
         content_type: &str,
         body: &str,
         chunk: usize,
         trailers: bool,
-    ) -> (Step, Option<LocalResponse>) {
-        let mut req = envoy.request(0);
+    ) -> (Verdict, Option<LocalResponse>) {
+        let mut req = policy.request(0);
         req.add_header("content-type", content_type);
-        let mut stream = BodyStream::default();
-        let mut step = stream.on_headers(policy, &mut req, false);
-        let all = body.as_bytes();
-        let pieces: Vec<&[u8]> = all.chunks(chunk).collect();
-        for i in 0..pieces.len() {
-            if step == Step::Denied {
+        let mut verdict = policy.request_headers(&mut req, body.is_empty());
+        let pieces: Vec<&[u8]> = body.as_bytes().chunks(chunk.max(1)).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            if verdict == Verdict::Respond {
                 break;
             }
-            let buffered: usize = pieces[..=i].iter().map(|c| c.len()).sum();
             let end = !trailers && i + 1 == pieces.len();
-            step = stream.on_body(policy, &mut req, buffered, end, |s, n| {
-                all[s..s + n].to_vec()
-            });
+            verdict = policy.request_body(&mut req, piece, end);
         }
-        if trailers && step == Step::Wait {
-            step = stream.on_trailers(policy, &mut req);
+        if trailers && verdict == Verdict::Pause {
+            verdict = policy.request_trailers(&mut req);
         }
-        (step, req.response().cloned())
+        let response = req.response();
+        policy.done(&mut req);
+        (verdict, response)
     }
 
     /// Feeds `doc` to `scanner` in pieces of `sizes[0]`, `sizes[1]`, `sizes[0]`, ... bytes (each
@@ -686,51 +580,70 @@ mod tests {
 
     struct BangPolicy(BodyRules);
 
-    impl BodyPolicy for BangPolicy {
+    impl crate::Policy for BangPolicy {
         const NAME: &'static str = "bang";
-        type Scanner = Bang;
+        type State = BodyStream<Bang>;
         fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
             let denial: Option<DenialOverride> = crate::config::parse(config)?;
             let media = MediaTypes::new(&["application/json"], "+json", false);
             BodyRules::new(Self::NAME, "bang", media, Some(10), denial.as_ref(), host)
                 .map(BangPolicy)
         }
-        fn rules(&self) -> &BodyRules {
-            &self.0
+        fn on_request_headers(
+            &self,
+            request: &mut crate::Request<'_, Self::State>,
+            host: &mut impl Host,
+            end_of_stream: bool,
+        ) -> Verdict {
+            let scanner = || Bang { at: 0, last: 0 };
+            request
+                .state
+                .on_headers(&self.0, host, end_of_stream, scanner)
         }
-        fn scanner(&self) -> Bang {
-            Bang { at: 0, last: 0 }
+        fn on_request_body(
+            &self,
+            request: &mut crate::Request<'_, Self::State>,
+            host: &mut impl Host,
+            buffered: usize,
+            end_of_stream: bool,
+        ) -> Verdict {
+            request
+                .state
+                .on_body(&self.0, host, buffered, end_of_stream)
+        }
+        fn on_request_trailers(
+            &self,
+            request: &mut crate::Request<'_, Self::State>,
+            host: &mut impl Host,
+        ) -> Verdict {
+            request.state.on_trailers(&self.0, host)
         }
     }
 
+    fn deploy(envoy: &TestEnvoy, config: &str) -> crate::testing::TestPolicy<BangPolicy> {
+        envoy.deploy::<BangPolicy>(config).unwrap()
+    }
+
     fn run(
-        envoy: &TestEnvoy,
-        policy: &BangPolicy,
+        policy: &crate::testing::TestPolicy<BangPolicy>,
         content_type: Option<&str>,
         chunks: &[&str],
         trailers: bool,
-    ) -> (Vec<Step>, Option<crate::testing::LocalResponse>) {
-        let mut req = envoy.request(0);
+    ) -> (Vec<Verdict>, Option<crate::testing::LocalResponse>, Vec<u8>) {
+        let mut req = policy.request(0);
         if let Some(ct) = content_type {
             req.add_header("content-type", ct);
         }
-        let mut stream = BodyStream::default();
-        let mut steps = vec![stream.on_headers(policy, &mut req, chunks.is_empty())];
-        let mut buffered = String::new();
+        let mut verdicts = vec![policy.request_headers(&mut req, chunks.is_empty())];
         for (i, chunk) in chunks.iter().enumerate() {
-            buffered.push_str(chunk);
             let end = !trailers && i + 1 == chunks.len();
-            let all = buffered.clone();
-            steps.push(
-                stream.on_body(policy, &mut req, buffered.len(), end, |s, n| {
-                    all.as_bytes()[s..s + n].to_vec()
-                }),
-            );
+            verdicts.push(policy.request_body(&mut req, chunk.as_bytes(), end));
         }
         if trailers {
-            steps.push(stream.on_trailers(policy, &mut req));
+            verdicts.push(policy.request_trailers(&mut req));
         }
-        (steps, req.response().cloned())
+        let upstream = req.forwarded_body(crate::Direction::Request);
+        (verdicts, req.response(), upstream)
     }
 
     #[test]
@@ -749,17 +662,20 @@ mod tests {
     #[test]
     fn scans_only_new_bytes_and_completes_at_end_or_trailers() {
         let envoy = TestEnvoy::new(1);
-        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
-        let (steps, resp) = run(&envoy, &p, None, &["ab", "cd", "e"], false);
-        assert_eq!(
-            steps,
-            [Step::Continue, Step::Wait, Step::Wait, Step::Continue]
-        );
+        let p = deploy(&envoy, "");
+        let (verdicts, resp, upstream) = run(&p, None, &["ab", "cd", "e"], false);
+        use Verdict::{Continue, Pause, Respond};
+        assert_eq!(verdicts, [Continue, Pause, Pause, Continue]);
         assert!(resp.is_none());
-        let (steps, resp) = run(&envoy, &p, Some("application/json"), &["ab", "c("], true);
         assert_eq!(
-            steps,
-            [Step::Continue, Step::Wait, Step::Wait, Step::Denied]
+            upstream, b"abcde",
+            "the whole body goes on after the verdict"
+        );
+        let (verdicts, resp, upstream) = run(&p, Some("application/json"), &["ab", "c("], true);
+        assert_eq!(verdicts, [Continue, Pause, Pause, Respond]);
+        assert!(
+            upstream.is_empty(),
+            "no byte of a rejected body goes upstream"
         );
         let resp = resp.unwrap();
         assert_eq!(resp.status, 400);
@@ -772,15 +688,13 @@ mod tests {
     #[test]
     fn rejects_as_soon_as_the_offending_chunk_arrives() {
         let envoy = TestEnvoy::new(1);
-        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
-        let (steps, resp) = run(&envoy, &p, None, &["ab", "c!", "zz"], false);
-        assert_eq!(
-            steps,
-            [Step::Continue, Step::Wait, Step::Denied, Step::Denied]
-        );
+        let p = deploy(&envoy, "");
+        use Verdict::{Continue, Pause, Respond};
+        let (verdicts, resp, _) = run(&p, None, &["ab", "c!", "zz"], false);
+        assert_eq!(verdicts, [Continue, Pause, Respond, Respond]);
         assert_eq!(resp.unwrap().json()["message"], "no bangs at byte 3");
-        let (steps, resp) = run(&envoy, &p, None, &["0123456", "789ab"], false);
-        assert_eq!(steps[2], Step::Denied);
+        let (verdicts, resp, _) = run(&p, None, &["0123456", "789ab"], false);
+        assert_eq!(verdicts[2], Respond);
         assert_eq!(
             resp.unwrap().json()["message"],
             "maxBodyBytes (10) exceeded at byte 10"
@@ -791,24 +705,30 @@ mod tests {
     #[test]
     fn skips_other_media_types_and_bodiless_requests() {
         let envoy = TestEnvoy::new(1);
-        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
-        let (steps, resp) = run(&envoy, &p, Some("text/plain"), &["!!"], false);
-        assert_eq!(steps, [Step::Continue, Step::Continue]);
+        let p = deploy(&envoy, "");
+        let (verdicts, resp, upstream) = run(&p, Some("text/plain"), &["!!"], false);
+        assert_eq!(verdicts, [Verdict::Continue, Verdict::Continue]);
         assert!(resp.is_none());
+        assert_eq!(upstream, b"!!");
         assert_eq!(envoy.counter("palisade.bang.skipped"), 1);
-        let (steps, _) = run(&envoy, &p, Some("application/json"), &[], false);
-        assert_eq!(steps, [Step::Continue]);
+        let (verdicts, _, _) = run(&p, Some("application/json"), &[], false);
+        assert_eq!(verdicts, [Verdict::Continue]);
     }
 
     #[test]
     fn a_body_the_host_cannot_hand_over_is_rejected() {
         let envoy = TestEnvoy::new(1);
-        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
+        let p = <BangPolicy as crate::Policy>::configure(b"", &mut envoy.request(0)).unwrap();
         let mut req = envoy.request(0);
         let mut stream = BodyStream::default();
-        assert_eq!(stream.on_headers(&p, &mut req, false), Step::Continue);
-        let step = stream.on_body(&p, &mut req, 4, true, |_, _| b"ab".to_vec());
-        assert_eq!(step, Step::Denied);
+        let scanner = || Bang { at: 0, last: 0 };
+        assert_eq!(
+            stream.on_headers(&p.0, &mut req, false, scanner),
+            Verdict::Continue
+        );
+        // Envoy reports 4 bytes, none of which are readable.
+        let verdict = stream.on_body(&p.0, &mut req, 4, true);
+        assert_eq!(verdict, Verdict::Respond);
         assert_eq!(
             req.response().unwrap().json()["message"],
             "the body could not be read for inspection at byte 0"
@@ -818,26 +738,25 @@ mod tests {
     #[test]
     fn content_length_over_the_limit_is_rejected_before_the_body() {
         let envoy = TestEnvoy::new(1);
-        let p = BangPolicy::configure(b"", &mut envoy.request(0)).unwrap();
-        let mut req = envoy.request(0);
+        let p = deploy(&envoy, "");
+        let mut req = p.request(0);
         req.add_header("content-length", "11");
-        let mut stream = BodyStream::default();
-        assert_eq!(stream.on_headers(&p, &mut req, false), Step::Denied);
+        assert_eq!(p.request_headers(&mut req, false), Verdict::Respond);
         assert_eq!(req.response().unwrap().status, 400);
     }
 
     #[test]
     fn denial_override_replaces_status_and_body() {
         let envoy = TestEnvoy::new(1);
-        let p = BangPolicy::configure(
-            br#"{"status": 422, "body": "bad", "contentType": "text/plain"}"#,
-            &mut envoy.request(0),
-        )
-        .unwrap();
-        let (_, resp) = run(&envoy, &p, None, &["!"], false);
+        let p = deploy(
+            &envoy,
+            r#"{"status": 422, "body": "bad", "contentType": "text/plain"}"#,
+        );
+        let (_, resp, _) = run(&p, None, &["!"], false);
         let resp = resp.unwrap();
         assert_eq!((resp.status, resp.body.as_slice()), (422, &b"bad"[..]));
         assert_eq!(resp.header("content-type"), Some("text/plain"));
-        assert!(BangPolicy::configure(br#"{"status": 200}"#, &mut envoy.request(0)).is_err());
+        let refused = envoy.deploy::<BangPolicy>(r#"{"status": 200}"#);
+        assert!(refused.unwrap_err().contains("status"));
     }
 }

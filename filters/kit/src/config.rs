@@ -57,6 +57,13 @@ pub fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, ConfigError> {
     Ok(value)
 }
 
+/// An RFC 9110 token (`tchar`s): what header names and methods are made of.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

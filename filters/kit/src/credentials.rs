@@ -2,6 +2,22 @@
 
 use base64::Engine;
 
+/// The bearer token in a value read with `source`. From `Authorization` only the `Bearer`
+/// scheme (RFC 6750, case-insensitive) counts; from any other place an optional `Bearer ` prefix
+/// is removed. `None` when there is no token.
+pub fn bearer(source: &crate::selector::Selector, raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    let has_scheme = trimmed
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("bearer "));
+    let token = match source {
+        _ if has_scheme => trimmed[7..].trim_start(),
+        crate::selector::Selector::Header(name) if name == "authorization" => return None,
+        _ => trimmed,
+    };
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
 /// Why an `Authorization` header holds no usable Basic credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BasicError {

@@ -6,7 +6,8 @@
 //! may override the status and body per policy with [`DenialOverride`].
 
 use crate::config::ConfigError;
-use crate::host::{Host, HostError};
+use crate::host::{Host, LogLevel};
+use crate::runtime::Verdict;
 use serde::Deserialize;
 
 /// A user's replacement for a policy's denial response (`"denial": {...}` in every policy).
@@ -102,17 +103,26 @@ impl Denial {
         self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
-    /// Answers the current request with this denial.
-    pub fn send(&self, host: &mut impl Host) -> Result<(), HostError> {
+    /// Answers the current request with this denial: [`Verdict::Respond`], what the callback
+    /// returns.
+    pub fn send(&self, host: &mut impl Host) -> Verdict {
         self.send_with(host, &[])
     }
 
     /// Answers with this denial plus per-request headers (e.g. `Retry-After`).
-    pub fn send_with(&self, host: &mut impl Host, extra: &[(&str, &str)]) -> Result<(), HostError> {
+    pub fn send_with(&self, host: &mut impl Host, extra: &[(&str, &str)]) -> Verdict {
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(self.headers.len() + extra.len());
         headers.extend(self.headers());
         headers.extend_from_slice(extra);
-        host.send_response(self.status, &headers, &self.body)
+        // If even the local reply fails, the request stays stopped: it never reaches the
+        // upstream either way.
+        if let Err(e) = host.send_response(self.status, &headers, &self.body) {
+            host.log(
+                LogLevel::Debug,
+                &format!("{}: local reply not sent: {e}", self.code),
+            );
+        }
+        Verdict::Respond
     }
 }
 

@@ -49,19 +49,88 @@ pub enum LogLevel {
 /// stamp to write it back with (absent for a missing key).
 pub type SharedValue = (Option<Vec<u8>>, Option<u32>);
 
+/// The header maps of a request, as the proxy-wasm ABI numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeaderMap {
+    /// The request headers.
+    Request = 0,
+    /// The request trailers.
+    RequestTrailers = 1,
+    /// The response headers.
+    Response = 2,
+    /// The response trailers.
+    ResponseTrailers = 3,
+    /// The headers of an outbound HTTP call's response (only while handling that response),
+    /// `:status` included.
+    CallResponse = 6,
+}
+
+/// The byte buffers a policy may read, as the proxy-wasm ABI numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodyBuffer {
+    /// The request body received so far (in request-body callbacks).
+    Request = 0,
+    /// The response body received so far (in response-body callbacks).
+    Response = 1,
+    /// The body of an outbound HTTP call's response.
+    CallResponse = 4,
+    /// The message of a gRPC call's response.
+    GrpcResponse = 5,
+}
+
+/// A direction of a request's stream, for [`Host::resume`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Client to upstream.
+    Request = 0,
+    /// Upstream to client.
+    Response = 1,
+}
+
+/// A gRPC call to an Envoy cluster ([`Host::dispatch_grpc_call`]).
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcCall<'a> {
+    /// The Envoy cluster (HTTP/2) to call.
+    pub cluster: &'a str,
+    /// The fully qualified service, e.g. `envoy.service.ratelimit.v3.RateLimitService`.
+    pub service: &'a str,
+    /// The method, e.g. `ShouldRateLimit`.
+    pub method: &'a str,
+    /// Initial metadata (request headers).
+    pub metadata: &'a [(&'a str, &'a [u8])],
+    /// The serialized request message.
+    pub message: &'a [u8],
+    /// The timeout in milliseconds.
+    pub timeout_ms: u32,
+}
+
 /// Everything a policy may ask of the host while deciding on a request or running in the
-/// background. Header names are lowercase.
+/// background. Header names are lowercase. A policy never calls the proxy-wasm ABI itself: this
+/// trait is the whole seam, implemented over the ABI by `wasm::WasmHost` and in memory by
+/// `testing::TestRequest`.
 pub trait Host {
-    /// A request header's value (the first one when repeated), or `None`.
-    fn request_header(&self, name: &str) -> Option<String>;
-    /// Replaces (or adds) a request header.
-    fn set_request_header(&mut self, name: &str, value: &str);
-    /// Removes a request header.
-    fn remove_request_header(&mut self, name: &str);
-    /// A response header's value, or `None` (only meaningful in the response phase).
-    fn response_header(&self, name: &str) -> Option<String>;
-    /// Replaces (or adds) a response header.
-    fn set_response_header(&mut self, name: &str, value: &str);
+    /// A header's value (the first one when repeated), or `None`.
+    fn header(&self, map: HeaderMap, name: &str) -> Option<String>;
+    /// Every header of a map, in order, repeated names included. Costs one host call that
+    /// copies the whole map: prefer [`Host::header`] when one value is enough.
+    fn headers(&self, map: HeaderMap) -> Vec<(String, String)>;
+    /// Replaces every value of a header with `value` (adds it when absent).
+    fn set_header(&mut self, map: HeaderMap, name: &str, value: &str);
+    /// Adds a value to a header, keeping the values it has.
+    fn add_header(&mut self, map: HeaderMap, name: &str, value: &str);
+    /// Removes every value of a header.
+    fn remove_header(&mut self, map: HeaderMap, name: &str);
+
+    /// Bytes `start..start + max` of a buffer (fewer at its end; empty when absent).
+    fn body(&self, buffer: BodyBuffer, start: usize, max: usize) -> Vec<u8>;
+    /// Replaces bytes `start..start + size` of a buffer with `data` (rewrites a body chunk).
+    fn set_body(
+        &mut self,
+        buffer: BodyBuffer,
+        start: usize,
+        size: usize,
+        data: &[u8],
+    ) -> Result<(), HostError>;
 
     /// An Envoy attribute such as `["source", "address"]`, or a value set by
     /// [`Host::set_property`] earlier in the same request.
@@ -81,7 +150,8 @@ pub trait Host {
     /// queue to the new registrant (Envoy: last registrant wins), so give each worker its own
     /// name when each worker must be woken.
     fn register_queue(&mut self, name: &str) -> Result<u32, HostError>;
-    /// Appends to a queue; its owner's `on_queue_ready` runs on the owner's thread.
+    /// Appends to a queue. (The runtime has no queue callback yet: a policy polls its queue
+    /// with [`Host::dequeue`] from its timer.)
     fn enqueue(&self, queue_id: u32, data: &[u8]) -> Result<(), HostError>;
     /// Takes the oldest item of a queue, if any.
     fn dequeue(&self, queue_id: u32) -> Result<Option<Vec<u8>>, HostError>;
@@ -99,8 +169,15 @@ pub trait Host {
         body: &[u8],
     ) -> Result<(), HostError>;
 
-    /// Starts an HTTP call to an Envoy cluster; the answer arrives in the context's callback.
-    /// Returns the call's token.
+    /// Lets a paused request (or response) go on. Acts on the effective context.
+    fn resume(&mut self, direction: Direction) -> Result<(), HostError>;
+    /// Makes request `context_id` the one later host calls act on (from a background callback
+    /// or another request's). Fails with [`HostError::BadArgument`] when that request is gone.
+    fn set_effective_context(&mut self, context_id: u32) -> Result<(), HostError>;
+
+    /// Starts an HTTP call to an Envoy cluster (`:method`, `:path` and `:authority` are
+    /// required). Returns the call's token; the answer reaches the policy callback of the
+    /// context that made the call, as a [`crate::runtime::CallResponse`].
     fn dispatch_http_call(
         &mut self,
         cluster: &str,
@@ -108,6 +185,9 @@ pub trait Host {
         body: Option<&[u8]>,
         timeout_ms: u32,
     ) -> Result<u32, HostError>;
+    /// Starts a gRPC call (unary) to an Envoy cluster; answered like an HTTP call, with the
+    /// gRPC status as the response status and the response message as its body.
+    fn dispatch_grpc_call(&mut self, call: &GrpcCall<'_>) -> Result<u32, HostError>;
 
     /// Defines (or finds) a counter by name. Call once, at configure time.
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError>;
@@ -116,4 +196,37 @@ pub trait Host {
 
     /// Writes a line to Envoy's log. Never pass secrets.
     fn log(&self, level: LogLevel, message: &str);
+
+    /// A request header's value (the first one when repeated), or `None`.
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.header(HeaderMap::Request, name)
+    }
+    /// Every value of a request header, in order (one per header line).
+    fn request_header_values(&self, name: &str) -> Vec<String> {
+        self.headers(HeaderMap::Request)
+            .into_iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .collect()
+    }
+    /// Replaces (or adds) a request header.
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.set_header(HeaderMap::Request, name, value);
+    }
+    /// Removes a request header.
+    fn remove_request_header(&mut self, name: &str) {
+        self.remove_header(HeaderMap::Request, name);
+    }
+    /// A response header's value, or `None` (only meaningful in the response phase).
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.header(HeaderMap::Response, name)
+    }
+    /// Replaces (or adds) a response header.
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        self.set_header(HeaderMap::Response, name, value);
+    }
+    /// Removes a response header.
+    fn remove_response_header(&mut self, name: &str) {
+        self.remove_header(HeaderMap::Response, name);
+    }
 }

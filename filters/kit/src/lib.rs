@@ -16,8 +16,14 @@
 //! * [`secret`]: constant-time comparison and digests.
 //! * [`cors`]: recognising CORS preflights, so auth policies can let them pass.
 //! * [`metrics`]: `palisade.<policy>.<outcome>` counters.
-//! * [`host`]: the small trait every policy talks to the host through; [`wasm`] implements it
-//!   over the proxy-wasm ABI, [`testing`] in memory for native unit tests.
+//! * [`runtime`]: the [`Policy`] trait every policy implements, the one [`Verdict`]
+//!   vocabulary, and the host-agnostic driver (paused requests, wake-ups, the unconfigured 503).
+//! * [`fetch`]: one background fetcher per Envoy (registries, JWKS, discovery), with backoff,
+//!   last-good copies and waiting requests.
+//! * [`cache`]: a bounded per-VM cache whose entries expire.
+//! * [`host`]: the trait every policy talks to the host through; `wasm` implements it over the
+//!   proxy-wasm ABI and binds a [`Policy`] to Envoy (`wasm::start::<P>()`), `testing` implements
+//!   it in memory and runs whole policies natively (`TestEnvoy::deploy`).
 //!
 //! Policy logic takes `&impl Host` / `&mut impl Host`, so it runs unchanged in Envoy and in
 //! `cargo test`.
@@ -25,17 +31,19 @@
 pub mod address;
 pub mod background;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod cors;
 pub mod credentials;
 pub mod denial;
+pub mod fetch;
 #[cfg(test)]
 mod fuzz_tests;
 pub mod host;
 pub mod identity;
 pub mod metrics;
-pub mod policy;
 pub mod quota;
+pub mod runtime;
 pub mod secret;
 pub mod selector;
 pub mod shared;
@@ -49,5 +57,5 @@ mod wire;
 
 pub use config::ConfigError;
 pub use denial::{Denial, DenialOverride};
-pub use host::{Host, HostError, LogLevel};
-pub use policy::{HeaderPolicy, Verdict};
+pub use host::{BodyBuffer, Direction, HeaderMap, Host, HostError, LogLevel};
+pub use runtime::{CallResponse, Policy, Request, Verdict, Wakes};

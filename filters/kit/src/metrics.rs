@@ -27,6 +27,44 @@ impl Counter {
     }
 }
 
+/// Declares a policy's counters as one list: a struct with a [`Counter`] field per outcome and a
+/// `define(host, policy)` that defines them all at configure time (metric
+/// `palisade.<policy>.<field>`).
+///
+/// ```ignore
+/// palisade_kit::counters! {
+///     /// The policy's counters.
+///     pub struct Metrics { allowed, denied }
+/// }
+/// let metrics = Metrics::define(host, NAME)?;
+/// metrics.allowed.inc(host);
+/// ```
+#[macro_export]
+macro_rules! counters {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident { $($field:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy)]
+        $vis struct $name {
+            $(
+                #[doc = concat!("`palisade.<policy>.", stringify!($field), "`")]
+                pub $field: $crate::metrics::Counter,
+            )+
+        }
+
+        impl $name {
+            /// Defines every counter of `policy`.
+            pub fn define(
+                host: &mut impl $crate::Host,
+                policy: &str,
+            ) -> ::std::result::Result<Self, $crate::ConfigError> {
+                Ok($name {
+                    $($field: $crate::metrics::Counter::define(host, policy, stringify!($field))?,)+
+                })
+            }
+        }
+    };
+}
+
 /// The full metric name for a policy outcome.
 pub fn metric_name(policy: &str, outcome: &str) -> String {
     format!("palisade.{}.{}", policy.replace('-', "_"), outcome)

@@ -196,7 +196,7 @@ impl Quota {
             }
         };
         counter.inc(host);
-        let _ = denial.send(host);
+        denial.send(host);
         None
     }
 
@@ -216,7 +216,7 @@ impl Quota {
             &format!("{policy}: shared data unavailable: {error:?}"),
         );
         if block {
-            let _ = self.unavailable.send(host);
+            self.unavailable.send(host);
         }
         block
     }

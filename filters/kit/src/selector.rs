@@ -13,7 +13,8 @@
 //!
 //! Selectors are parsed at configure time and evaluated per request.
 
-use crate::address::{is_token, AddressSource};
+use crate::address::AddressSource;
+use crate::config::is_token;
 use crate::credentials::parse_basic;
 use crate::host::Host;
 use crate::identity::Identity;

@@ -73,7 +73,7 @@ pub fn cas_update<T>(
 pub fn add_to_counter(host: &impl Host, key: &str, delta: u64) -> Result<u64, SharedError> {
     cas_update(host, key, |current| {
         let n = current
-            .and_then(read_u64)
+            .and_then(|v| read_u64(v, 0))
             .unwrap_or(0)
             .saturating_add(delta);
         Update::Write(n.to_le_bytes().to_vec(), n)
@@ -86,12 +86,16 @@ pub fn read_counter(host: &impl Host, key: &str) -> Result<u64, HostError> {
         .shared_get(key)?
         .0
         .as_deref()
-        .and_then(read_u64)
+        .and_then(|v| read_u64(v, 0))
         .unwrap_or(0))
 }
 
-fn read_u64(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?))
+/// The little-endian `u64` at byte `at` of a shared-data value, if it is that long (the layout
+/// every shared record of the kit uses).
+pub fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// A stable 64-bit FNV-1a hash. It must be the same in every worker VM (no random seed), which
@@ -196,7 +200,7 @@ impl<'a> Entry<'a> {
     }
 
     fn decode(bytes: &'a [u8]) -> Option<Self> {
-        let expires_ms = read_u64(bytes)?;
+        let expires_ms = read_u64(bytes, 0)?;
         let key_len = u32::from_le_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
         let key = bytes.get(12..12usize.checked_add(key_len)?)?;
         let value = bytes.get(12 + key_len..)?;

@@ -4,11 +4,19 @@
 //! workers, with a process-wide CAS counter, writes to absent keys that succeed whatever CAS they
 //! carry, and keys that are never deleted; timers per worker; shared queues whose last registrant
 //! wins; HTTP calls that need a known cluster and the `:method`, `:path` and `:authority`
-//! pseudo-headers; one process-wide value per metric name. Time is virtual and only moves when
-//! the test says so.
+//! pseudo-headers; one process-wide value per metric name; context ids, the effective context
+//! and resuming paused requests. Time is virtual and only moves when the test says so.
+//!
+//! [`TestEnvoy::deploy`] runs a whole [`Policy`] the way Envoy does (one [`Vm`] per worker, its
+//! timer, requests through every phase, answers to its calls routed to the context that made
+//! them, paused requests woken and resumed), so a policy's runtime behaviour is unit-tested
+//! without Envoy.
 
-use crate::host::{Host, HostError, LogLevel, SharedValue};
-use std::cell::RefCell;
+use crate::host::{
+    BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostError, LogLevel, SharedValue,
+};
+use crate::runtime::{CallResponse, Policy, Stream, Verdict, Vm};
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -30,6 +38,23 @@ struct State {
     tick_period_ms: Vec<u32>,
     next_tick_ms: Vec<u64>,
     interference: Option<(u32, String, Interference)>,
+    next_context: u32,
+    exchanges: HashMap<u32, Rc<RefCell<Exchange>>>,
+}
+
+/// What Envoy holds for one context (a request, or a VM's root context).
+#[derive(Default)]
+struct Exchange {
+    maps: HashMap<HeaderMap, Vec<(String, String)>>,
+    bodies: HashMap<BodyBuffer, Vec<u8>>,
+    properties: BTreeMap<String, Vec<u8>>,
+    response: Option<LocalResponse>,
+    resumed: Vec<Direction>,
+    /// Body bytes passed on (upstream for the request, downstream for the response).
+    forwarded: HashMap<Direction, Vec<u8>>,
+    /// Whether the policy holds the body buffered (its last body callback paused).
+    holding: HashMap<Direction, bool>,
+    gone: bool,
 }
 
 struct Queue {
@@ -38,21 +63,35 @@ struct Queue {
     items: VecDeque<Vec<u8>>,
 }
 
-/// An HTTP call a policy dispatched.
+/// An HTTP (or gRPC) call a policy dispatched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpCall {
     /// The worker that dispatched it.
     pub worker: usize,
+    /// The context that dispatched it (its answer goes there).
+    pub context_id: u32,
     /// The token returned to the policy.
     pub token: u32,
     /// The target cluster.
     pub cluster: String,
-    /// The request headers, pseudo-headers included.
+    /// The request headers, pseudo-headers included (gRPC: the initial metadata).
     pub headers: Vec<(String, String)>,
-    /// The request body.
+    /// The request body (gRPC: the message).
     pub body: Option<Vec<u8>>,
     /// The timeout in milliseconds.
     pub timeout_ms: u32,
+    /// For a gRPC call, its service and method.
+    pub grpc: Option<(String, String)>,
+}
+
+impl HttpCall {
+    /// A request header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A response a policy sent instead of forwarding the request.
@@ -97,6 +136,7 @@ impl TestEnvoy {
                 now_ms: 1_700_000_000_000,
                 next_cas: 1,
                 next_token: 1,
+                next_context: 1,
                 tick_period_ms: vec![0; workers],
                 next_tick_ms: vec![0; workers],
                 ..State::default()
@@ -104,15 +144,20 @@ impl TestEnvoy {
         }
     }
 
-    /// A new request (or background context) on `worker`.
+    /// A new request (or background context) on `worker`, with a fresh context id.
     pub fn request(&self, worker: usize) -> TestRequest {
+        let id = {
+            let mut s = self.state.borrow_mut();
+            let id = s.next_context;
+            s.next_context += 1;
+            s.exchanges.insert(id, Rc::default());
+            id
+        };
         TestRequest {
             envoy: self.clone(),
             worker: worker % self.workers(),
-            headers: Vec::new(),
-            response_headers: Vec::new(),
-            properties: BTreeMap::new(),
-            response: None,
+            id,
+            effective: Cell::new(id),
         }
     }
 
@@ -171,23 +216,28 @@ impl TestEnvoy {
     pub fn run_timers(&self, ms: u64, mut on_tick: impl FnMut(usize, &mut TestRequest)) {
         for _ in 0..ms {
             self.advance_ms(1);
-            for worker in 0..self.workers() {
-                let due = {
-                    let mut s = self.state.borrow_mut();
-                    let period = s.tick_period_ms[worker];
-                    if period > 0 && s.next_tick_ms[worker] <= s.now_ms {
-                        s.next_tick_ms[worker] = s.now_ms + u64::from(period);
-                        true
-                    } else {
-                        false
-                    }
-                };
-                if due {
-                    let mut host = self.request(worker);
-                    on_tick(worker, &mut host);
-                }
+            for worker in self.due_workers() {
+                let mut host = self.request(worker);
+                on_tick(worker, &mut host);
             }
         }
+    }
+
+    /// The workers whose timer is due now (their next tick is then scheduled).
+    fn due_workers(&self) -> Vec<usize> {
+        let mut s = self.state.borrow_mut();
+        let now = s.now_ms;
+        (0..s.workers)
+            .filter(|&w| {
+                let period = s.tick_period_ms[w];
+                if period > 0 && s.next_tick_ms[w] <= now {
+                    s.next_tick_ms[w] = now + u64::from(period);
+                    true
+                } else {
+                    false
+                }
+            })
+            .collect()
     }
 
     /// The `(worker, queue_id)` wake-ups posted since the last call, in order.
@@ -207,46 +257,140 @@ impl TestEnvoy {
         self.state.borrow_mut().interference =
             Some((times, key.to_owned(), Box::new(other_worker)));
     }
+
+    /// Deploys policy `P` with `config` on every worker, as Envoy does: one [`Vm`] per worker,
+    /// configured (and its timer started) in its own root context. `Err` carries the logged
+    /// configuration error when Envoy would refuse the filter.
+    pub fn deploy<P: Policy>(&self, config: &str) -> Result<TestPolicy<P>, String> {
+        let mut vms = Vec::new();
+        for worker in 0..self.workers() {
+            let mut root = self.request(worker);
+            let vm = Vm::new(root.id);
+            if !vm.configure(config.as_bytes(), &mut root) {
+                let error = self
+                    .logs()
+                    .into_iter()
+                    .rev()
+                    .find(|(level, _)| *level == LogLevel::Error)
+                    .map(|(_, message)| message)
+                    .unwrap_or_default();
+                return Err(error);
+            }
+            vms.push((Rc::new(vm), root));
+        }
+        Ok(TestPolicy {
+            envoy: self.clone(),
+            vms,
+            streams: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn exchange(&self, id: u32) -> Rc<RefCell<Exchange>> {
+        self.state
+            .borrow()
+            .exchanges
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
-/// A request context (or a worker's root context) on one simulated worker. Implements [`Host`].
+/// A request context (or a worker's root context) on one simulated worker. Implements [`Host`],
+/// acting on its effective context (itself unless [`Host::set_effective_context`] switched it).
 pub struct TestRequest {
     envoy: TestEnvoy,
     worker: usize,
-    headers: Vec<(String, String)>,
-    response_headers: Vec<(String, String)>,
-    properties: BTreeMap<String, Vec<u8>>,
-    response: Option<LocalResponse>,
+    id: u32,
+    effective: Cell<u32>,
 }
 
 impl TestRequest {
     /// Adds a request header (name lowercased), keeping earlier ones of the same name.
     pub fn add_header(&mut self, name: &str, value: &str) -> &mut Self {
-        self.headers
+        self.add_to(HeaderMap::Request, name, value)
+    }
+
+    /// Adds a header to any map of this request (e.g. upstream response headers).
+    pub fn add_to(&mut self, map: HeaderMap, name: &str, value: &str) -> &mut Self {
+        self.own()
+            .borrow_mut()
+            .maps
+            .entry(map)
+            .or_default()
             .push((name.to_ascii_lowercase(), value.to_owned()));
+        self
+    }
+
+    /// Sets an Envoy attribute, e.g. `["connection", "mtls"]`.
+    pub fn set_attribute(&mut self, path: &[&str], value: &[u8]) -> &mut Self {
+        self.own()
+            .borrow_mut()
+            .properties
+            .insert(path.join("\0"), value.to_vec());
         self
     }
 
     /// Sets the downstream address Envoy reports (`source.address`), e.g. `10.0.0.1:5000`.
     pub fn set_peer(&mut self, address: &str) -> &mut Self {
-        self.properties
-            .insert("source\0address".into(), address.as_bytes().to_vec());
-        self
+        self.set_attribute(&["source", "address"], address.as_bytes())
     }
 
     /// The request headers as the upstream would see them.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.map(HeaderMap::Request)
+    }
+
+    /// Any header map of this request.
+    pub fn map(&self, map: HeaderMap) -> Vec<(String, String)> {
+        self.own()
+            .borrow()
+            .maps
+            .get(&map)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The local response sent, if the policy answered the request itself.
-    pub fn response(&self) -> Option<&LocalResponse> {
-        self.response.as_ref()
+    pub fn response(&self) -> Option<LocalResponse> {
+        self.own().borrow().response.clone()
+    }
+
+    /// How often the request (or response) was resumed after a pause.
+    pub fn resumed(&self, direction: Direction) -> usize {
+        self.own()
+            .borrow()
+            .resumed
+            .iter()
+            .filter(|d| **d == direction)
+            .count()
+    }
+
+    /// Body bytes passed on so far (upstream for [`Direction::Request`]).
+    pub fn forwarded_body(&self, direction: Direction) -> Vec<u8> {
+        self.own()
+            .borrow()
+            .forwarded
+            .get(&direction)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The worker this context runs on.
     pub fn worker(&self) -> usize {
         self.worker
+    }
+
+    /// This context's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn own(&self) -> Rc<RefCell<Exchange>> {
+        self.envoy.exchange(self.id)
+    }
+
+    fn current(&self) -> Rc<RefCell<Exchange>> {
+        self.envoy.exchange(self.effective.get())
     }
 
     fn other_worker(&self) -> usize {
@@ -255,44 +399,87 @@ impl TestRequest {
 }
 
 impl Host for TestRequest {
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.headers
+    fn header(&self, map: HeaderMap, name: &str) -> Option<String> {
+        self.current()
+            .borrow()
+            .maps
+            .get(&map)?
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     }
 
-    fn set_request_header(&mut self, name: &str, value: &str) {
-        self.remove_request_header(name);
-        self.headers.push((name.to_owned(), value.to_owned()));
+    fn headers(&self, map: HeaderMap) -> Vec<(String, String)> {
+        self.current()
+            .borrow()
+            .maps
+            .get(&map)
+            .cloned()
+            .unwrap_or_default()
     }
 
-    fn remove_request_header(&mut self, name: &str) {
-        self.headers.retain(|(n, _)| n != name);
+    fn set_header(&mut self, map: HeaderMap, name: &str, value: &str) {
+        self.remove_header(map, name);
+        Host::add_header(self, map, name, value);
     }
 
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.response_headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn set_response_header(&mut self, name: &str, value: &str) {
-        self.response_headers.retain(|(n, _)| n != name);
-        self.response_headers
+    fn add_header(&mut self, map: HeaderMap, name: &str, value: &str) {
+        self.current()
+            .borrow_mut()
+            .maps
+            .entry(map)
+            .or_default()
             .push((name.to_owned(), value.to_owned()));
     }
 
-    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        self.properties.get(&path.join("\0")).cloned()
+    fn remove_header(&mut self, map: HeaderMap, name: &str) {
+        if let Some(headers) = self.current().borrow_mut().maps.get_mut(&map) {
+            headers.retain(|(n, _)| n != name);
+        }
     }
 
-    fn set_property(&mut self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
-        self.properties.insert(path.join("\0"), value.to_vec());
+    fn body(&self, buffer: BodyBuffer, start: usize, max: usize) -> Vec<u8> {
+        let exchange = self.current();
+        let exchange = exchange.borrow();
+        let Some(bytes) = exchange.bodies.get(&buffer) else {
+            return Vec::new();
+        };
+        let start = start.min(bytes.len());
+        let end = start.saturating_add(max).min(bytes.len());
+        bytes[start..end].to_vec()
+    }
+
+    fn set_body(
+        &mut self,
+        buffer: BodyBuffer,
+        start: usize,
+        size: usize,
+        data: &[u8],
+    ) -> Result<(), HostError> {
+        let exchange = self.current();
+        let mut exchange = exchange.borrow_mut();
+        let bytes = exchange.bodies.entry(buffer).or_default();
+        let start = start.min(bytes.len());
+        let end = start.saturating_add(size).min(bytes.len());
+        bytes.splice(start..end, data.iter().copied());
         Ok(())
     }
 
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.current()
+            .borrow()
+            .properties
+            .get(&path.join("\0"))
+            .cloned()
+    }
+
+    fn set_property(&mut self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        self.current()
+            .borrow_mut()
+            .properties
+            .insert(path.join("\0"), value.to_vec());
+        Ok(())
+    }
     fn shared_get(&self, key: &str) -> Result<SharedValue, HostError> {
         let state = self.envoy.state.borrow();
         Ok(match state.shared.get(key) {
@@ -381,10 +568,12 @@ impl Host for TestRequest {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
-        if self.response.is_some() {
+        let exchange = self.current();
+        let mut exchange = exchange.borrow_mut();
+        if exchange.response.is_some() || exchange.gone {
             return Err(HostError::BadArgument);
         }
-        self.response = Some(LocalResponse {
+        exchange.response = Some(LocalResponse {
             status,
             headers: headers
                 .iter()
@@ -395,6 +584,43 @@ impl Host for TestRequest {
         Ok(())
     }
 
+    fn resume(&mut self, direction: Direction) -> Result<(), HostError> {
+        let exchange = self.current();
+        let mut exchange = exchange.borrow_mut();
+        if exchange.gone {
+            return Err(HostError::BadArgument);
+        }
+        exchange.resumed.push(direction);
+        if exchange.holding.insert(direction, false) == Some(true) {
+            let buffer = match direction {
+                Direction::Request => BodyBuffer::Request,
+                Direction::Response => BodyBuffer::Response,
+            };
+            let held = exchange.bodies.remove(&buffer).unwrap_or_default();
+            exchange
+                .forwarded
+                .entry(direction)
+                .or_default()
+                .extend(held);
+        }
+        Ok(())
+    }
+
+    fn set_effective_context(&mut self, context_id: u32) -> Result<(), HostError> {
+        let live = self
+            .envoy
+            .state
+            .borrow()
+            .exchanges
+            .get(&context_id)
+            .is_some_and(|e| !e.borrow().gone);
+        if !live {
+            return Err(HostError::BadArgument);
+        }
+        self.effective.set(context_id);
+        Ok(())
+    }
+
     fn dispatch_http_call(
         &mut self,
         cluster: &str,
@@ -402,29 +628,33 @@ impl Host for TestRequest {
         body: Option<&[u8]>,
         timeout_ms: u32,
     ) -> Result<u32, HostError> {
-        let mut state = self.envoy.state.borrow_mut();
         let has = |name: &str| headers.iter().any(|(n, _)| *n == name);
-        if !state.clusters.iter().any(|c| c == cluster)
-            || !has(":method")
-            || !has(":path")
-            || !has(":authority")
-        {
+        if !has(":method") || !has(":path") || !has(":authority") {
             return Err(HostError::BadArgument);
         }
-        let token = state.next_token;
-        state.next_token += 1;
-        state.http_calls.push(HttpCall {
-            worker: self.worker,
-            token,
-            cluster: cluster.to_owned(),
-            headers: headers
+        self.record_call(
+            cluster,
+            headers
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
                 .collect(),
-            body: body.map(<[u8]>::to_vec),
+            body.map(<[u8]>::to_vec),
             timeout_ms,
-        });
-        Ok(token)
+            None,
+        )
+    }
+
+    fn dispatch_grpc_call(&mut self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+        self.record_call(
+            call.cluster,
+            call.metadata
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+            Some(call.message.to_vec()),
+            call.timeout_ms,
+            Some((call.service.to_owned(), call.method.to_owned())),
+        )
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
@@ -448,6 +678,299 @@ impl Host for TestRequest {
             .borrow_mut()
             .logs
             .push((level, message.to_owned()));
+    }
+}
+
+impl TestRequest {
+    fn record_call(
+        &self,
+        cluster: &str,
+        headers: Vec<(String, String)>,
+        body: Option<Vec<u8>>,
+        timeout_ms: u32,
+        grpc: Option<(String, String)>,
+    ) -> Result<u32, HostError> {
+        let mut state = self.envoy.state.borrow_mut();
+        if !state.clusters.iter().any(|c| c == cluster) {
+            return Err(HostError::BadArgument);
+        }
+        let token = state.next_token;
+        state.next_token += 1;
+        state.http_calls.push(HttpCall {
+            worker: self.worker,
+            context_id: self.effective.get(),
+            token,
+            cluster: cluster.to_owned(),
+            headers,
+            body,
+            timeout_ms,
+            grpc,
+        });
+        Ok(token)
+    }
+}
+
+impl<P: Policy> std::fmt::Debug for TestPolicy<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestPolicy<{}>", P::NAME)
+    }
+}
+
+/// A policy deployed on every worker of a [`TestEnvoy`] ([`TestEnvoy::deploy`]): requests go
+/// through its phases as in Envoy, its timers run, its calls are answered by the test.
+pub struct TestPolicy<P: Policy> {
+    envoy: TestEnvoy,
+    vms: Vec<(Rc<Vm<P>>, TestRequest)>,
+    streams: RefCell<HashMap<u32, Rc<Stream<P>>>>,
+}
+
+impl<P: Policy> TestPolicy<P> {
+    /// The compiled policy of `worker`'s VM.
+    pub fn policy(&self, worker: usize) -> Rc<P> {
+        match self.vms[worker % self.vms.len()].0.policy() {
+            Some(policy) => policy,
+            None => unreachable!("deployed VMs are configured"),
+        }
+    }
+
+    /// A new request on `worker`.
+    pub fn request(&self, worker: usize) -> TestRequest {
+        self.envoy.request(worker)
+    }
+
+    /// The root context (background host) of `worker`'s VM.
+    pub fn root(&self, worker: usize) -> &TestRequest {
+        &self.vms[worker % self.vms.len()].1
+    }
+
+    /// Requests `worker`'s VM holds paused.
+    pub fn paused(&self, worker: usize) -> usize {
+        self.vms[worker % self.vms.len()].0.paused()
+    }
+
+    fn vm(&self, req: &TestRequest) -> Rc<Vm<P>> {
+        self.vms[req.worker % self.vms.len()].0.clone()
+    }
+
+    fn stream(&self, req: &TestRequest) -> Rc<Stream<P>> {
+        let vm = self.vm(req);
+        self.streams
+            .borrow_mut()
+            .entry(req.id)
+            .or_insert_with(|| Rc::new(vm.stream(req.id)))
+            .clone()
+    }
+
+    /// Runs the request-headers phase (`end_of_stream`: no body follows).
+    pub fn request_headers(&self, req: &mut TestRequest, end_of_stream: bool) -> Verdict {
+        let stream = self.stream(req);
+        req.effective.set(req.id);
+        self.vm(req).on_request_headers(&stream, req, end_of_stream)
+    }
+
+    /// A request without a body: its headers phase.
+    pub fn send(&self, req: &mut TestRequest) -> Verdict {
+        self.request_headers(req, true)
+    }
+
+    /// A request with a body: headers, then `body` in `chunk`-byte pieces (the last with end
+    /// of stream), stopping at the first verdict that is not [`Verdict::Pause`] or
+    /// [`Verdict::Continue`]. Returns the last verdict.
+    pub fn send_body(&self, req: &mut TestRequest, body: &[u8], chunk: usize) -> Verdict {
+        let mut verdict = self.request_headers(req, body.is_empty());
+        if body.is_empty() || verdict == Verdict::Respond {
+            return verdict;
+        }
+        let pieces: Vec<&[u8]> = body.chunks(chunk.max(1)).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            verdict = self.request_body(req, piece, i + 1 == pieces.len());
+            if verdict == Verdict::Respond {
+                break;
+            }
+        }
+        verdict
+    }
+
+    /// A request body chunk arrives: Envoy hands the policy everything it holds buffered (its
+    /// last body callback paused) plus `chunk`.
+    pub fn request_body(
+        &self,
+        req: &mut TestRequest,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Verdict {
+        self.body(req, Direction::Request, chunk, end_of_stream)
+    }
+
+    /// Request trailers arrive.
+    pub fn request_trailers(&self, req: &mut TestRequest) -> Verdict {
+        let stream = self.stream(req);
+        req.effective.set(req.id);
+        self.vm(req).on_request_trailers(&stream, req)
+    }
+
+    /// The response headers arrive (add upstream headers first with [`TestRequest::add_to`]).
+    pub fn response_headers(&self, req: &mut TestRequest, end_of_stream: bool) -> Verdict {
+        let stream = self.stream(req);
+        req.effective.set(req.id);
+        self.vm(req)
+            .on_response_headers(&stream, req, end_of_stream)
+    }
+
+    /// A response body chunk arrives.
+    pub fn response_body(
+        &self,
+        req: &mut TestRequest,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Verdict {
+        self.body(req, Direction::Response, chunk, end_of_stream)
+    }
+
+    fn body(
+        &self,
+        req: &mut TestRequest,
+        direction: Direction,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Verdict {
+        let buffer = match direction {
+            Direction::Request => BodyBuffer::Request,
+            Direction::Response => BodyBuffer::Response,
+        };
+        let buffered = {
+            let exchange = req.own();
+            let mut exchange = exchange.borrow_mut();
+            let bytes = exchange.bodies.entry(buffer).or_default();
+            bytes.extend_from_slice(chunk);
+            bytes.len()
+        };
+        let stream = self.stream(req);
+        req.effective.set(req.id);
+        let vm = self.vm(req);
+        let verdict = match direction {
+            Direction::Request => vm.on_request_body(&stream, req, buffered, end_of_stream),
+            Direction::Response => vm.on_response_body(&stream, req, buffered, end_of_stream),
+        };
+        let exchange = req.own();
+        let mut exchange = exchange.borrow_mut();
+        match verdict {
+            Verdict::Pause => {
+                exchange.holding.insert(direction, true);
+            }
+            Verdict::Continue => {
+                exchange.holding.insert(direction, false);
+                let passed = exchange.bodies.remove(&buffer).unwrap_or_default();
+                exchange
+                    .forwarded
+                    .entry(direction)
+                    .or_default()
+                    .extend(passed);
+            }
+            Verdict::Respond => {}
+        }
+        verdict
+    }
+
+    /// The request is over (answered, or the client went away): runs the policy's `on_done`,
+    /// after which the context is gone.
+    pub fn done(&self, req: &mut TestRequest) {
+        let Some(stream) = self.streams.borrow_mut().remove(&req.id) else {
+            return;
+        };
+        req.effective.set(req.id);
+        self.vm(req).on_done(&stream, req);
+        req.own().borrow_mut().gone = true;
+    }
+
+    /// Runs every worker's timer for `ms` milliseconds of virtual time.
+    pub fn tick(&self, ms: u64) {
+        for _ in 0..ms {
+            self.envoy.advance_ms(1);
+            for worker in self.envoy.due_workers() {
+                let (vm, root) = &self.vms[worker];
+                let mut host = TestRequest {
+                    envoy: self.envoy.clone(),
+                    worker,
+                    id: root.id,
+                    effective: Cell::new(root.id),
+                };
+                vm.on_tick(&mut host);
+            }
+        }
+    }
+
+    /// Answers HTTP call `token` with `status`, `headers` and `body`, in the context that made it.
+    pub fn respond(&self, token: u32, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        let mut all = vec![(":status".to_owned(), status.to_string())];
+        all.extend(
+            headers
+                .iter()
+                .map(|(n, v)| ((*n).to_ascii_lowercase(), (*v).to_owned())),
+        );
+        self.answer(token, all, body, Some(status), false);
+    }
+
+    /// Answers gRPC call `token` with gRPC status `status` and the response `message`.
+    pub fn respond_grpc(&self, token: u32, status: u16, message: &[u8]) {
+        self.answer(token, Vec::new(), message, Some(status), true);
+    }
+
+    fn answer(
+        &self,
+        token: u32,
+        headers: Vec<(String, String)>,
+        body: &[u8],
+        status: Option<u16>,
+        grpc: bool,
+    ) {
+        let Some(call) = self
+            .envoy
+            .http_calls()
+            .into_iter()
+            .find(|c| c.token == token)
+        else {
+            return;
+        };
+        let exchange = self.envoy.exchange(call.context_id);
+        {
+            let mut exchange = exchange.borrow_mut();
+            if exchange.gone {
+                return; // Envoy cancels the calls of a request that went away.
+            }
+            exchange.maps.insert(HeaderMap::CallResponse, headers);
+            let buffer = if grpc {
+                BodyBuffer::GrpcResponse
+            } else {
+                BodyBuffer::CallResponse
+            };
+            exchange.bodies.insert(buffer, body.to_vec());
+        }
+        let response = CallResponse {
+            token,
+            status,
+            body_size: body.len(),
+            grpc,
+        };
+        let (vm, root) = &self.vms[call.worker % self.vms.len()];
+        let mut host = TestRequest {
+            envoy: self.envoy.clone(),
+            worker: call.worker,
+            id: call.context_id,
+            effective: Cell::new(call.context_id),
+        };
+        if call.context_id == root.id {
+            vm.on_background_response(&mut host, &response);
+        } else {
+            let stream = self.streams.borrow().get(&call.context_id).cloned();
+            if let Some(stream) = stream {
+                vm.on_call_response(&stream, &mut host, &response);
+            }
+        }
+        let mut exchange = exchange.borrow_mut();
+        exchange.maps.remove(&HeaderMap::CallResponse);
+        exchange.bodies.remove(&BodyBuffer::CallResponse);
+        exchange.bodies.remove(&BodyBuffer::GrpcResponse);
     }
 }
 

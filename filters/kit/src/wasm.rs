@@ -1,12 +1,16 @@
 //! The proxy-wasm side: [`WasmHost`] implements [`Host`] over the raw proxy-wasm ABI, and
-//! [`start_header_policy`] turns a [`HeaderPolicy`] into root and HTTP contexts.
+//! [`start`] binds a [`Policy`] (through the host-agnostic [`Vm`]) to proxy-wasm's root and HTTP
+//! contexts. This is the only module that names the ABI: a policy's whole `main` is
+//! `proxy_wasm::main! {{ palisade_kit::wasm::start::<MyPolicy>(); }}`.
 //!
 //! The SDK's own `hostcalls` wrappers `panic!` on any host status they do not expect, and a
 //! panic aborts the VM and fails every request on it. So the host calls policies make are
 //! declared here again (the same `env` imports) and every status becomes a [`HostError`].
 
-use crate::host::{Host, HostError, LogLevel, SharedValue};
-use crate::policy::{HeaderPolicy, Verdict};
+use crate::host::{
+    BodyBuffer, Direction, GrpcCall, HeaderMap, Host, HostError, LogLevel, SharedValue,
+};
+use crate::runtime::{CallResponse, Policy, Stream, Verdict, Vm};
 use crate::wire::{deserialize_pairs, serialize_pairs};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
@@ -104,6 +108,13 @@ mod abi {
             data_size: usize,
         ) -> u32;
         pub fn proxy_set_effective_context(context_id: u32) -> u32;
+        pub fn proxy_add_header_map_value(
+            map: u32,
+            key: *const u8,
+            key_size: usize,
+            value: *const u8,
+            value_size: usize,
+        ) -> u32;
         pub fn proxy_continue_stream(stream: u32) -> u32;
     }
 }
@@ -114,8 +125,6 @@ const BAD_ARGUMENT: u32 = 2;
 const EMPTY: u32 = 7;
 const CAS_MISMATCH: u32 = 8;
 
-const REQUEST_HEADERS: u32 = 0;
-const RESPONSE_HEADERS: u32 = 2;
 const COUNTER: u32 = 0;
 
 fn status(code: u32) -> Result<(), HostError> {
@@ -152,45 +161,90 @@ fn header_value(map: u32, name: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-fn replace_header(map: u32, name: &str, value: &str) {
-    // SAFETY: plain reads of our own buffers.
-    unsafe {
-        abi::proxy_replace_header_map_value(
-            map,
-            name.as_ptr(),
-            name.len(),
-            value.as_ptr(),
-            value.len(),
-        );
+/// Bytes `start..start + max` of a proxy-wasm buffer (empty when absent).
+fn buffer(buffer: u32, start: usize, max: usize) -> Vec<u8> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: the host writes a buffer it allocated with our allocator, or nothing.
+    let code = unsafe { abi::proxy_get_buffer_bytes(buffer, start, max, &mut data, &mut size) };
+    if code != OK {
+        return Vec::new();
     }
+    unsafe { owned(data, size) }.unwrap_or_default()
 }
+
+/// The plugin configuration's buffer type.
+const PLUGIN_CONFIGURATION: u32 = 7;
 
 /// The host as seen from the context Envoy is currently calling into.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WasmHost;
 
 impl Host for WasmHost {
-    fn request_header(&self, name: &str) -> Option<String> {
-        header_value(REQUEST_HEADERS, name)
+    fn header(&self, map: HeaderMap, name: &str) -> Option<String> {
+        header_value(map as u32, name)
     }
 
-    fn set_request_header(&mut self, name: &str, value: &str) {
-        replace_header(REQUEST_HEADERS, name, value);
+    fn headers(&self, map: HeaderMap) -> Vec<(String, String)> {
+        let mut data = null_mut();
+        let mut size = 0;
+        // SAFETY: the host writes a buffer it allocated with our allocator, or nothing.
+        let code = unsafe { abi::proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        if code != OK {
+            return Vec::new();
+        }
+        let bytes = unsafe { owned(data, size) }.unwrap_or_default();
+        deserialize_pairs(&bytes)
     }
 
-    fn remove_request_header(&mut self, name: &str) {
-        // SAFETY: plain read of our own buffer.
+    fn set_header(&mut self, map: HeaderMap, name: &str, value: &str) {
+        // SAFETY: plain reads of our own buffers.
         unsafe {
-            abi::proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len());
+            abi::proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            );
         }
     }
 
-    fn response_header(&self, name: &str) -> Option<String> {
-        header_value(RESPONSE_HEADERS, name)
+    fn add_header(&mut self, map: HeaderMap, name: &str, value: &str) {
+        // SAFETY: plain reads of our own buffers.
+        unsafe {
+            abi::proxy_add_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            );
+        }
     }
 
-    fn set_response_header(&mut self, name: &str, value: &str) {
-        replace_header(RESPONSE_HEADERS, name, value);
+    fn remove_header(&mut self, map: HeaderMap, name: &str) {
+        // SAFETY: plain read of our own buffer.
+        unsafe {
+            abi::proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len());
+        }
+    }
+
+    fn body(&self, which: BodyBuffer, start: usize, max: usize) -> Vec<u8> {
+        buffer(which as u32, start, max)
+    }
+
+    fn set_body(
+        &mut self,
+        buffer: BodyBuffer,
+        start: usize,
+        size: usize,
+        data: &[u8],
+    ) -> Result<(), HostError> {
+        // SAFETY: plain read of our own buffer.
+        status(unsafe {
+            abi::proxy_set_buffer_bytes(buffer as u32, start, size, data.as_ptr(), data.len())
+        })
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
@@ -302,6 +356,16 @@ impl Host for WasmHost {
         })
     }
 
+    fn resume(&mut self, direction: Direction) -> Result<(), HostError> {
+        // SAFETY: no pointers.
+        status(unsafe { abi::proxy_continue_stream(direction as u32) })
+    }
+
+    fn set_effective_context(&mut self, context_id: u32) -> Result<(), HostError> {
+        // SAFETY: no pointers.
+        status(unsafe { abi::proxy_set_effective_context(context_id) })
+    }
+
     fn dispatch_http_call(
         &mut self,
         cluster: &str,
@@ -310,7 +374,7 @@ impl Host for WasmHost {
         timeout_ms: u32,
     ) -> Result<u32, HostError> {
         // Through the SDK on purpose: its dispatcher must record the token to route the answer
-        // to `on_http_call_response` (it aborts on a token it does not know). It panics only on
+        // to the calling context (it aborts on a token it does not know). It panics only on
         // statuses Envoy's `httpCall` does not return (Ok, BadArgument, InternalFailure).
         proxy_wasm::hostcalls::dispatch_http_call(
             cluster,
@@ -319,10 +383,21 @@ impl Host for WasmHost {
             Vec::new(),
             std::time::Duration::from_millis(u64::from(timeout_ms)),
         )
-        .map_err(|status| match status {
-            proxy_wasm::types::Status::BadArgument => HostError::BadArgument,
-            other => HostError::Other(other as u32),
-        })
+        .map_err(sdk_error)
+    }
+
+    fn dispatch_grpc_call(&mut self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+        // Through the SDK for the same reason as HTTP calls; Envoy's `grpcCall` returns only
+        // Ok, ParseFailure (bad service definition) and InternalFailure (unknown cluster).
+        proxy_wasm::hostcalls::dispatch_grpc_call(
+            call.cluster,
+            call.service,
+            call.method,
+            call.metadata.to_vec(),
+            Some(call.message),
+            std::time::Duration::from_millis(u64::from(call.timeout_ms)),
+        )
+        .map_err(sdk_error)
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
@@ -343,153 +418,56 @@ impl Host for WasmHost {
     }
 }
 
-/// The plugin configuration bytes (empty when none was given).
-pub fn plugin_configuration() -> Vec<u8> {
-    buffer_bytes(Buffer::PluginConfiguration, 0, usize::MAX)
-}
-
-/// Proxy-wasm buffer types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Buffer {
-    /// The request body (in body callbacks: the chunk(s) buffered so far).
-    RequestBody = 0,
-    /// The response body.
-    ResponseBody = 1,
-    /// The body of an HTTP call's response (in `on_http_call_response`).
-    HttpCallResponseBody = 4,
-    /// The plugin configuration.
-    PluginConfiguration = 7,
-}
-
-/// Proxy-wasm header maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum HeaderMap {
-    /// Request headers.
-    RequestHeaders = 0,
-    /// Request trailers.
-    RequestTrailers = 1,
-    /// Response headers.
-    ResponseHeaders = 2,
-    /// Response trailers.
-    ResponseTrailers = 3,
-    /// Headers of an HTTP call's response (in `on_http_call_response`).
-    HttpCallResponseHeaders = 6,
-}
-
-/// Bytes `start..start+max` of a buffer (empty when absent).
-pub fn buffer_bytes(buffer: Buffer, start: usize, max: usize) -> Vec<u8> {
-    let mut data = null_mut();
-    let mut size = 0;
-    // SAFETY: the host writes a buffer it allocated with our allocator, or nothing.
-    let code =
-        unsafe { abi::proxy_get_buffer_bytes(buffer as u32, start, max, &mut data, &mut size) };
-    if code != OK {
-        return Vec::new();
-    }
-    unsafe { owned(data, size) }.unwrap_or_default()
-}
-
-/// Replaces bytes `start..start+size` of a buffer with `data` (e.g. rewrites a body chunk).
-pub fn set_buffer_bytes(
-    buffer: Buffer,
-    start: usize,
-    size: usize,
-    data: &[u8],
-) -> Result<(), HostError> {
-    // SAFETY: plain read of our own buffer.
-    status(unsafe {
-        abi::proxy_set_buffer_bytes(buffer as u32, start, size, data.as_ptr(), data.len())
-    })
-}
-
-/// One header of any map (e.g. an HTTP call's response `:status`).
-pub fn map_value(map: HeaderMap, name: &str) -> Option<String> {
-    header_value(map as u32, name)
-}
-
-/// All headers of a map, in order. Names and values that are not UTF-8 are skipped.
-pub fn map_pairs(map: HeaderMap) -> Vec<(String, String)> {
-    let mut data = null_mut();
-    let mut size = 0;
-    // SAFETY: the host writes a buffer it allocated with our allocator, or nothing.
-    let code = unsafe { abi::proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
-    if code != OK {
-        return Vec::new();
-    }
-    let bytes = unsafe { owned(data, size) }.unwrap_or_default();
-    deserialize_pairs(&bytes)
-}
-
-/// Makes `context_id` the context later host calls act on (from a root context's timer or
-/// queue callback). Fails with [`HostError::BadArgument`] when that request is gone.
-pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
-    // SAFETY: no pointers.
-    status(unsafe { abi::proxy_set_effective_context(context_id) })
-}
-
-/// Resumes the (effective) paused request.
-pub fn resume_http_request() -> Result<(), HostError> {
-    // SAFETY: no pointers. Stream type 0 is the HTTP request.
-    status(unsafe { abi::proxy_continue_stream(0) })
-}
-
-/// Resumes the (effective) paused response.
-pub fn resume_http_response() -> Result<(), HostError> {
-    // SAFETY: no pointers. Stream type 1 is the HTTP response.
-    status(unsafe { abi::proxy_continue_stream(1) })
-}
-
-/// Answers a request whose policy is not configured: unreachable in practice (Envoy does not
-/// run a filter whose configure failed), but if it happens, deny (503) rather than let traffic
-/// through unchecked.
-pub(crate) fn deny_unconfigured() -> Action {
-    let denial = crate::Denial::new(503, "policy_unavailable", "The policy is not configured.");
-    let _ = denial.send(&mut WasmHost);
-    Action::Pause
-}
-
-/// Compiles a policy's configuration in a root context's `on_configure`. On error it logs the
-/// error naming the policy and returns `None`; the caller then returns false and Envoy refuses
-/// the filter (or does not start): fail closed.
-pub fn configure_policy<P>(
-    name: &str,
-    configure: impl FnOnce(&[u8], &mut WasmHost) -> Result<P, crate::ConfigError>,
-) -> Option<P> {
-    let mut host = WasmHost;
-    match configure(&plugin_configuration(), &mut host) {
-        Ok(policy) => Some(policy),
-        Err(err) => {
-            host.log(LogLevel::Error, &format!("{name}: {err}"));
-            None
-        }
+fn sdk_error(status: proxy_wasm::types::Status) -> HostError {
+    match status {
+        proxy_wasm::types::Status::BadArgument => HostError::BadArgument,
+        proxy_wasm::types::Status::NotFound => HostError::NotFound,
+        other => HostError::Other(other as u32),
     }
 }
 
-/// The root context of a policy (header or body): compiles the configuration once per VM and
-/// hands it to each request's HTTP context.
-pub(crate) struct PolicyRoot<P> {
-    /// The policy name, for the configuration error.
-    pub(crate) name: &'static str,
-    /// Compiles the configuration.
-    pub(crate) configure: fn(&[u8], &mut WasmHost) -> Result<P, crate::ConfigError>,
-    /// A request's HTTP context.
-    pub(crate) stream: fn(Option<Rc<P>>) -> Box<dyn HttpContext>,
-    /// The compiled policy, once configured.
-    pub(crate) policy: Option<Rc<P>>,
+/// Registers `P` as this module's policy. Call from `proxy_wasm::main!`.
+pub fn start<P: Policy>() {
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| {
+        Box::new(Root::<P> {
+            vm: Rc::new(Vm::new(context_id)),
+        })
+    });
 }
 
-impl<P> Context for PolicyRoot<P> {}
+/// A VM's root context: configuration, the timer and background calls.
+struct Root<P: Policy> {
+    vm: Rc<Vm<P>>,
+}
 
-impl<P> RootContext for PolicyRoot<P> {
+impl<P: Policy> Context for Root<P> {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        let response = http_call_response(token, body_size);
+        self.vm.on_background_response(&mut WasmHost, &response);
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        let response = grpc_call_response(token, status_code, response_size);
+        self.vm.on_background_response(&mut WasmHost, &response);
+    }
+}
+
+impl<P: Policy> RootContext for Root<P> {
     fn on_configure(&mut self, _size: usize) -> bool {
-        self.policy = configure_policy(self.name, self.configure).map(Rc::new);
-        self.policy.is_some()
+        let config = buffer(PLUGIN_CONFIGURATION, 0, usize::MAX);
+        self.vm.configure(&config, &mut WasmHost)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some((self.stream)(self.policy.clone()))
+    fn on_tick(&mut self) {
+        self.vm.on_tick(&mut WasmHost);
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http {
+            stream: self.vm.stream(context_id),
+            vm: self.vm.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -497,33 +475,88 @@ impl<P> RootContext for PolicyRoot<P> {
     }
 }
 
-/// Registers `P` as this module's policy. Call from `proxy_wasm::main!`.
-pub fn start_header_policy<P: HeaderPolicy>() {
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| {
-        Box::new(PolicyRoot::<P> {
-            name: P::NAME,
-            configure: |config, host| P::configure(config, host),
-            stream: |policy| Box::new(HeaderPolicyStream { policy }),
-            policy: None,
-        })
-    });
+fn http_call_response(token: u32, body_size: usize) -> CallResponse {
+    CallResponse {
+        token,
+        status: WasmHost
+            .header(HeaderMap::CallResponse, ":status")
+            .and_then(|s| s.parse().ok()),
+        body_size,
+        grpc: false,
+    }
 }
 
-struct HeaderPolicyStream<P> {
-    policy: Option<Rc<P>>,
+fn grpc_call_response(token: u32, status_code: u32, body_size: usize) -> CallResponse {
+    CallResponse {
+        token,
+        status: u16::try_from(status_code).ok(),
+        body_size,
+        grpc: true,
+    }
 }
 
-impl<P: HeaderPolicy> Context for HeaderPolicyStream<P> {}
+fn action(verdict: Verdict) -> Action {
+    match verdict {
+        Verdict::Continue => Action::Continue,
+        Verdict::Pause | Verdict::Respond => Action::Pause,
+    }
+}
 
-impl<P: HeaderPolicy> HttpContext for HeaderPolicyStream<P> {
-    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let Some(policy) = &self.policy else {
-            return deny_unconfigured();
-        };
-        match policy.on_request_headers(&mut WasmHost) {
-            Verdict::Continue => Action::Continue,
-            Verdict::Respond => Action::Pause,
-        }
+/// A request's HTTP context.
+struct Http<P: Policy> {
+    vm: Rc<Vm<P>>,
+    stream: Stream<P>,
+}
+
+impl<P: Policy> Context for Http<P> {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        let response = http_call_response(token, body_size);
+        self.vm
+            .on_call_response(&self.stream, &mut WasmHost, &response);
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        let response = grpc_call_response(token, status_code, response_size);
+        self.vm
+            .on_call_response(&self.stream, &mut WasmHost, &response);
+    }
+
+    fn on_done(&mut self) -> bool {
+        self.vm.on_done(&self.stream, &mut WasmHost);
+        true
+    }
+}
+
+impl<P: Policy> HttpContext for Http<P> {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        action(
+            self.vm
+                .on_request_headers(&self.stream, &mut WasmHost, end_of_stream),
+        )
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(
+            self.vm
+                .on_request_body(&self.stream, &mut WasmHost, body_size, end_of_stream),
+        )
+    }
+
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        action(self.vm.on_request_trailers(&self.stream, &mut WasmHost))
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        action(
+            self.vm
+                .on_response_headers(&self.stream, &mut WasmHost, end_of_stream),
+        )
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(
+            self.vm
+                .on_response_body(&self.stream, &mut WasmHost, body_size, end_of_stream),
+        )
     }
 }

@@ -3,32 +3,18 @@
 //! [`config`] reads the configuration, [`window`] is the arithmetic of fixed and sliding windows,
 //! and [`RateLimiter`] decides: it finds the key's windows in a bounded table of shared-data
 //! slots ([`palisade_kit::slots`]) and counts the request with compare-and-swap, so the number
-//! of allowed requests is exact across Envoy's workers. The proxy-wasm glue at the bottom only
-//! carries the response headers from the request phase to the response phase.
+//! of allowed requests is exact across Envoy's workers. With `exposeHeaders`, an allowed
+//! request's `X-Ratelimit-*` values are its per-request state, added in the response phase.
 
 pub mod config;
 pub mod window;
 
 use config::Config;
-use palisade_kit::quota::{self, Quota};
+use palisade_kit::quota::{self, Quota, RateHeaders};
 use palisade_kit::shared::Update;
 use palisade_kit::slots::{SlotTable, Slotted};
-use palisade_kit::{ConfigError, Host};
+use palisade_kit::{ConfigError, Host, Policy, Request, Verdict};
 use window::Decision;
-
-/// The policy name (artifact and metric prefix).
-pub const NAME: &str = "rate-limiting";
-
-pub use palisade_kit::quota::RateHeaders;
-
-/// What happened to a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Let it through; with `exposeHeaders`, add these headers to its response.
-    Allowed(Option<RateHeaders>),
-    /// A local response was sent.
-    Denied,
-}
 
 /// The compiled policy.
 pub struct RateLimiter {
@@ -38,12 +24,32 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// Compiles the configuration and defines the metrics.
-    pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
+    /// The `X-Ratelimit-*` values of a decision, with `exposeHeaders`.
+    fn headers(&self, decision: &Decision) -> Option<RateHeaders> {
+        self.config.expose_headers.then_some(RateHeaders {
+            limit: decision.limit,
+            remaining: decision.remaining,
+            reset_ms: decision.reset_ms,
+        })
+    }
+
+    fn reject(&self, host: &mut impl Host, decision: &Decision) -> Verdict {
+        let headers = self.headers(decision);
+        quota::send_limited(host, &self.config.denial, decision.retry_after_ms, headers);
+        Verdict::Respond
+    }
+}
+
+impl Policy for RateLimiter {
+    const NAME: &'static str = "rate-limiting";
+    /// The `X-Ratelimit-*` headers to add to an allowed request's response.
+    type State = Option<RateHeaders>;
+
+    fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(json)?;
         let quota = Quota::define(
             host,
-            NAME,
+            Self::NAME,
             "This API's rate limits are per client application: authenticate the client.",
         )?;
         Ok(RateLimiter {
@@ -53,14 +59,18 @@ impl RateLimiter {
         })
     }
 
-    /// Decides on a request whose headers have arrived.
-    pub fn on_request(&self, host: &mut impl Host) -> Outcome {
+    fn on_request_headers(
+        &self,
+        request: &mut Request<'_, Option<RateHeaders>>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
         let config = &self.config;
         let Some((key, limits)) =
             self.quota
                 .bucket(host, &config.limits, config.key.as_ref(), &config.source)
         else {
-            return Outcome::Denied;
+            return Verdict::Respond;
         };
         let now = host.now_ms();
         let algorithm = self.config.algorithm;
@@ -84,11 +94,8 @@ impl RateLimiter {
         match result {
             Ok(Slotted::Done(decision)) if decision.allowed => {
                 self.quota.counters.allowed.inc(host);
-                Outcome::Allowed(self.config.expose_headers.then_some(RateHeaders {
-                    limit: decision.limit,
-                    remaining: decision.remaining,
-                    reset_ms: decision.reset_ms,
-                }))
+                *request.state = self.headers(&decision);
+                Verdict::Continue
             }
             Ok(Slotted::Done(decision)) => {
                 self.quota.counters.rejected.inc(host);
@@ -109,106 +116,31 @@ impl RateLimiter {
                 self.reject(host, &decision)
             }
             Err(e) => {
-                if self
-                    .quota
-                    .store_error(host, NAME, &e, config.block_on_unknown_quota)
-                {
-                    Outcome::Denied
+                let block = config.block_on_unknown_quota;
+                if self.quota.store_error(host, Self::NAME, &e, block) {
+                    Verdict::Respond
                 } else {
-                    Outcome::Allowed(None)
+                    Verdict::Continue
                 }
             }
         }
     }
 
-    fn reject(&self, host: &mut impl Host, decision: &Decision) -> Outcome {
-        let headers = self.config.expose_headers.then_some(RateHeaders {
-            limit: decision.limit,
-            remaining: decision.remaining,
-            reset_ms: decision.reset_ms,
-        });
-        quota::send_limited(host, &self.config.denial, decision.retry_after_ms, headers);
-        Outcome::Denied
-    }
-
-    /// Adds the `X-Ratelimit-*` headers to an allowed request's response.
-    pub fn add_headers(host: &mut impl Host, headers: &RateHeaders) {
-        headers.add_to_response(host);
+    fn on_response_headers(
+        &self,
+        request: &mut Request<'_, Option<RateHeaders>>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
+        if let Some(headers) = request.state.take() {
+            headers.add_to_response(host);
+        }
+        Verdict::Continue
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-mod glue {
-    use super::{Outcome, RateHeaders, RateLimiter, NAME};
-    use palisade_kit::wasm::{configure_policy, WasmHost};
-    use palisade_kit::Denial;
-    use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType};
-    use std::rc::Rc;
-
-    pub struct Root {
-        pub policy: Option<Rc<RateLimiter>>,
-    }
-
-    impl Context for Root {}
-
-    impl RootContext for Root {
-        fn on_configure(&mut self, _size: usize) -> bool {
-            self.policy = configure_policy(NAME, RateLimiter::configure).map(Rc::new);
-            self.policy.is_some()
-        }
-
-        fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-            Some(Box::new(Stream {
-                policy: self.policy.clone(),
-                headers: None,
-            }))
-        }
-
-        fn get_type(&self) -> Option<ContextType> {
-            Some(ContextType::HttpContext)
-        }
-    }
-
-    struct Stream {
-        policy: Option<Rc<RateLimiter>>,
-        headers: Option<RateHeaders>,
-    }
-
-    impl Context for Stream {}
-
-    impl HttpContext for Stream {
-        fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-            let mut host = WasmHost;
-            let Some(policy) = &self.policy else {
-                let denial =
-                    Denial::new(503, "policy_unavailable", "The policy is not configured.");
-                let _ = denial.send(&mut host);
-                return Action::Pause;
-            };
-            match policy.on_request(&mut host) {
-                Outcome::Allowed(headers) => {
-                    self.headers = headers;
-                    Action::Continue
-                }
-                Outcome::Denied => Action::Pause,
-            }
-        }
-
-        fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-            if let Some(headers) = self.headers.take() {
-                RateLimiter::add_headers(&mut WasmHost, &headers);
-            }
-            Action::Continue
-        }
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(glue::Root { policy: None }));
-}}
+proxy_wasm::main! {{ palisade_kit::wasm::start::<RateLimiter>(); }}
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,41 @@
 use super::*;
 use palisade_kit::identity::Identity;
-use palisade_kit::testing::{TestEnvoy, TestRequest};
+use palisade_kit::testing::{TestEnvoy, TestPolicy, TestRequest};
+use palisade_kit::HeaderMap;
+use std::rc::Rc;
 
-fn limiter(envoy: &TestEnvoy, config: &str) -> RateLimiter {
-    RateLimiter::configure(config.as_bytes(), &mut envoy.request(0)).unwrap()
+fn limiter(envoy: &TestEnvoy, config: &str) -> TestPolicy<RateLimiter> {
+    envoy.deploy::<RateLimiter>(config).unwrap()
+}
+
+/// The response phase of an allowed request (the upstream answered with `upstream` headers);
+/// returns the `X-Ratelimit-*` headers the client gets.
+fn response(
+    rl: &TestPolicy<RateLimiter>,
+    req: &mut TestRequest,
+    upstream: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    req.add_to(HeaderMap::Response, ":status", "200");
+    for (name, value) in upstream {
+        req.add_to(HeaderMap::Response, name, value);
+    }
+    assert_eq!(rl.response_headers(req, true), Verdict::Continue);
+    rl.done(req);
+    req.map(HeaderMap::Response)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("x-ratelimit-"))
+        .collect()
+}
+
+fn rate_headers(limit: u64, remaining: u64, reset_ms: u64) -> Vec<(String, String)> {
+    [
+        ("limit", limit),
+        ("remaining", remaining),
+        ("reset", reset_ms),
+    ]
+    .iter()
+    .map(|(n, v)| (format!("x-ratelimit-{n}"), v.to_string()))
+    .collect()
 }
 
 fn from(envoy: &TestEnvoy, worker: usize, peer: &str) -> TestRequest {
@@ -26,14 +58,14 @@ fn exact_across_workers_per_key() {
     let mut allowed = 0;
     for i in 0..10 {
         let mut req = from(&envoy, i % 2, "10.0.0.1");
-        if rl.on_request(&mut req) != Outcome::Denied {
+        if rl.send(&mut req) == Verdict::Continue {
             allowed += 1;
         }
     }
     assert_eq!(allowed, 3);
     // Another client has its own quota.
     let mut other = from(&envoy, 1, "10.0.0.2");
-    assert!(matches!(rl.on_request(&mut other), Outcome::Allowed(_)));
+    assert_eq!(rl.send(&mut other), Verdict::Continue);
     assert_eq!(envoy.counter("palisade.rate_limiting.allowed"), 4);
     assert_eq!(envoy.counter("palisade.rate_limiting.rejected"), 7);
 }
@@ -43,20 +75,19 @@ fn exact_when_every_write_races_another_worker() {
     let envoy = TestEnvoy::new(2);
     let config = r#"{"id": "race", "maxKeys": 1,
         "rateLimits": [{"maximumRequests": 50, "timePeriodInMilliseconds": 60000}]}"#;
-    let rl = limiter(&envoy, config);
-    let rl2 = limiter(&envoy, config);
-    let other_allowed = std::rc::Rc::new(std::cell::Cell::new(0));
+    let rl = Rc::new(limiter(&envoy, config));
+    let rl2 = rl.clone();
+    let other_allowed = Rc::new(std::cell::Cell::new(0));
     let seen = other_allowed.clone();
-    let other = envoy.clone();
     // Between 30 of worker 0's reads and writes, worker 1 counts a request of its own.
     envoy.interfere_on_next_sets(30, "palisade:rl:race:0", move |_| {
-        if matches!(rl2.on_request(&mut other.request(1)), Outcome::Allowed(_)) {
+        if rl2.send(&mut rl2.request(1)) == Verdict::Continue {
             seen.set(seen.get() + 1);
         }
     });
     let mut allowed = 0;
     for _ in 0..100 {
-        if matches!(rl.on_request(&mut envoy.request(0)), Outcome::Allowed(_)) {
+        if rl.send(&mut rl.request(0)) == Verdict::Continue {
             allowed += 1;
         }
     }
@@ -71,19 +102,16 @@ fn retry_after_and_headers() {
     let expected = [(2, 60_000), (1, 59_000), (0, 58_000)];
     for (remaining, reset) in expected {
         let mut req = from(&envoy, 0, "10.0.0.1");
+        assert_eq!(rl.send(&mut req), Verdict::Continue);
         assert_eq!(
-            rl.on_request(&mut req),
-            Outcome::Allowed(Some(RateHeaders {
-                limit: 3,
-                remaining,
-                reset_ms: reset
-            }))
+            response(&rl, &mut req, &[]),
+            rate_headers(3, remaining, reset)
         );
         envoy.advance_ms(1000);
     }
     envoy.advance_ms(500);
     let mut req = from(&envoy, 0, "10.0.0.1");
-    assert_eq!(rl.on_request(&mut req), Outcome::Denied);
+    assert_eq!(rl.send(&mut req), Verdict::Respond);
     let resp = req.response().unwrap();
     assert_eq!(resp.status, 429);
     assert_eq!(resp.json()["error"], "rate_limited");
@@ -91,24 +119,10 @@ fn retry_after_and_headers() {
     assert_eq!(resp.header("x-ratelimit-limit"), Some("3"));
     assert_eq!(resp.header("x-ratelimit-remaining"), Some("0"));
     assert_eq!(resp.header("x-ratelimit-reset"), Some("56500"));
-    // Headers of an allowed response.
-    let mut resp_host = envoy.request(0);
-    RateLimiter::add_headers(
-        &mut resp_host,
-        &RateHeaders {
-            limit: 3,
-            remaining: 1,
-            reset_ms: 5,
-        },
-    );
-    assert_eq!(
-        resp_host.response_header("x-ratelimit-reset").as_deref(),
-        Some("5")
-    );
     // The window boundary resets the count.
     envoy.advance_ms(56_500);
     let mut req = from(&envoy, 0, "10.0.0.1");
-    assert!(matches!(rl.on_request(&mut req), Outcome::Allowed(_)));
+    assert_eq!(rl.send(&mut req), Verdict::Continue);
 }
 
 #[test]
@@ -118,9 +132,11 @@ fn retry_after_is_at_least_one_second_and_headers_are_optional() {
         &envoy,
         r#"{"rateLimits": [{"maximumRequests": 1, "timePeriodInMilliseconds": 100}]}"#,
     );
-    assert_eq!(rl.on_request(&mut envoy.request(0)), Outcome::Allowed(None));
     let mut req = envoy.request(0);
-    assert_eq!(rl.on_request(&mut req), Outcome::Denied);
+    assert_eq!(rl.send(&mut req), Verdict::Continue);
+    assert_eq!(response(&rl, &mut req, &[]), []);
+    let mut req = envoy.request(0);
+    assert_eq!(rl.send(&mut req), Verdict::Respond);
     let resp = req.response().unwrap();
     assert_eq!(resp.header("retry-after"), Some("1"));
     assert_eq!(resp.header("x-ratelimit-limit"), None);
@@ -150,8 +166,9 @@ fn missing_keys_share_one_bucket_and_are_counted() {
     assert_eq!(envoy.counter("palisade.rate_limiting.missing_key"), 3);
 }
 
-fn status_of(rl: &RateLimiter, mut req: TestRequest) -> u16 {
-    rl.on_request(&mut req);
+fn status_of(rl: &TestPolicy<RateLimiter>, mut req: TestRequest) -> u16 {
+    rl.send(&mut req);
+    rl.done(&mut req);
     status(&req)
 }
 
@@ -220,18 +237,18 @@ fn sla_tiers_give_each_client_its_tier_limits() {
     assert_eq!(count("app-silver-2", "silver"), 2);
 
     let mut req = client(&envoy, None, None);
-    assert_eq!(rl.on_request(&mut req), Outcome::Denied);
+    assert_eq!(rl.send(&mut req), Verdict::Respond);
     assert_eq!(req.response().unwrap().status, 401);
     assert_eq!(
         req.response().unwrap().json()["error"],
         "client_unidentified"
     );
     let mut req = client(&envoy, Some("app"), Some("bronze"));
-    rl.on_request(&mut req);
+    rl.send(&mut req);
     assert_eq!(req.response().unwrap().status, 403);
     assert_eq!(req.response().unwrap().json()["error"], "sla_tier_unknown");
     let mut req = client(&envoy, Some("app"), None);
-    rl.on_request(&mut req);
+    rl.send(&mut req);
     assert_eq!(req.response().unwrap().status, 403);
     assert_eq!(envoy.counter("palisade.rate_limiting.unauthenticated"), 1);
     assert_eq!(envoy.counter("palisade.rate_limiting.unknown_tier"), 2);
@@ -312,7 +329,7 @@ fn garbage_in_a_slot_is_treated_as_free_and_never_panics() {
             .unwrap();
         let mut req = envoy.request(0);
         // Whatever the slot holds, the request gets an answer, and it is never a 5xx.
-        rl.on_request(&mut req);
+        rl.send(&mut req);
         assert!(status(&req) < 500, "seed {seed}");
     }
 }
@@ -327,7 +344,7 @@ fn a_denial_override_keeps_retry_after() {
     );
     assert_eq!(status_of(&rl, envoy.request(0)), 200);
     let mut req = envoy.request(0);
-    rl.on_request(&mut req);
+    rl.send(&mut req);
     let resp = req.response().unwrap();
     assert_eq!(
         (resp.status, resp.body.as_slice()),
@@ -335,4 +352,59 @@ fn a_denial_override_keeps_retry_after() {
     );
     assert_eq!(resp.header("content-type"), Some("text/plain"));
     assert_eq!(resp.header("retry-after"), Some("5"));
+}
+
+#[test]
+fn allowed_responses_get_their_own_headers_in_the_response_phase() {
+    let envoy = TestEnvoy::new(2);
+    let rl = limiter(&envoy, PER_IP_3);
+    // Two requests of one client in flight at once, on both workers; their responses come back
+    // in the other order, each with its own numbers, replacing what the upstream sent.
+    let mut first = from(&envoy, 0, "10.0.0.1");
+    let mut second = from(&envoy, 1, "10.0.0.1");
+    assert_eq!(rl.send(&mut first), Verdict::Continue);
+    envoy.advance_ms(1000);
+    assert_eq!(rl.send(&mut second), Verdict::Continue);
+    assert_eq!(
+        response(&rl, &mut second, &[("x-ratelimit-limit", "999")]),
+        rate_headers(3, 1, 59_000)
+    );
+    assert_eq!(response(&rl, &mut first, &[]), rate_headers(3, 2, 60_000));
+
+    // A rejected request's 429 carries the headers itself; its response phase adds nothing.
+    let mut third = from(&envoy, 0, "10.0.0.1");
+    assert_eq!(rl.send(&mut third), Verdict::Continue);
+    let mut rejected = from(&envoy, 1, "10.0.0.1");
+    assert_eq!(rl.send(&mut rejected), Verdict::Respond);
+    let resp = rejected.response().unwrap();
+    assert_eq!(resp.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(response(&rl, &mut rejected, &[]), []);
+    assert_eq!(response(&rl, &mut third, &[]), rate_headers(3, 0, 59_000));
+    assert_eq!(rl.paused(0) + rl.paused(1), 0);
+
+    // Without exposeHeaders, the upstream's own headers pass untouched.
+    let quiet = limiter(
+        &envoy,
+        r#"{"id": "quiet", "rateLimits": [{"maximumRequests": 3, "timePeriodInMilliseconds": 60000}]}"#,
+    );
+    let mut req = from(&envoy, 0, "10.0.0.1");
+    assert_eq!(quiet.send(&mut req), Verdict::Continue);
+    assert_eq!(
+        response(&quiet, &mut req, &[("x-ratelimit-limit", "7")]),
+        [("x-ratelimit-limit".to_owned(), "7".to_owned())]
+    );
+}
+
+#[test]
+fn a_refused_configuration_names_the_field() {
+    let envoy = TestEnvoy::new(1);
+    let err = envoy
+        .deploy::<RateLimiter>(
+            r#"{"rateLimits": [{"maximumRequests": 0, "timePeriodInMilliseconds": 1000}]}"#,
+        )
+        .unwrap_err();
+    assert!(
+        err.starts_with("rate-limiting: invalid configuration at `rateLimits[0]"),
+        "{err}"
+    );
 }

@@ -1,6 +1,8 @@
 //! Window arithmetic: plain functions over plain numbers and an explicit clock, so every edge
 //! (window ends, weighted sliding estimates, `Retry-After`) is unit tested without a host.
 
+use palisade_kit::shared::read_u64;
+
 /// One limit: at most `max` requests per `period_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
@@ -233,10 +235,6 @@ pub fn decode(state: &[u8]) -> Option<Vec<Window>> {
             })
         })
         .collect()
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -6,30 +6,25 @@
 //! [`config`] reads the configuration and [`log`] is the sliding-window arithmetic.
 //! [`SpikeControl`] decides over `impl Host`: a key's log lives in a bounded table of shared-data
 //! slots ([`palisade_kit::slots`]), updated with compare-and-swap, so the limit and the queue
-//! bound hold across all workers. A waiting request is a [`Waiting`] entry in its worker's
-//! [`Queue`]; the worker's timer calls [`SpikeControl::retry`] for each one that is due, in that
-//! request's context (`set_effective_context`), and the proxy-wasm glue at the bottom resumes it
-//! or lets the local 429 stand.
+//! bound hold across all workers. A held request keeps its queue place ([`Waiting`]) in its
+//! [`RequestState`] and answers [`Verdict::Pause`]; its worker's timer wakes it when it is due,
+//! and [`Policy::on_wake`] decides again in that request's context: resume it, hold it again, or
+//! answer 429. A client that goes away while held frees its place in [`Policy::on_done`].
 
 pub mod config;
 pub mod log;
 
 use config::Config;
 use log::{Admission, KeyLog, Limit};
-use palisade_kit::metrics::Counter;
-use palisade_kit::quota::{self, Quota};
+use palisade_kit::quota::{self, Quota, RateHeaders};
 use palisade_kit::shared::{SharedError, Update};
 use palisade_kit::slots::{SlotTable, Slotted};
-use palisade_kit::{ConfigError, Host, LogLevel};
-
-/// The policy name (artifact and metric prefix).
-pub const NAME: &str = "spike-control";
+use palisade_kit::{ConfigError, Host, LogLevel, Policy, Request, Verdict, Wakes};
+use std::cell::RefCell;
 
 /// How long after its last planned attempt a queue place is kept at most (see
 /// [`KeyLog::waiters`]): generous scheduling slack.
 const DEADLINE_SLACK_MS: u64 = 5_000;
-
-pub use palisade_kit::quota::RateHeaders;
 
 impl From<Admission> for RateHeaders {
     fn from(a: Admission) -> Self {
@@ -41,99 +36,47 @@ impl From<Admission> for RateHeaders {
     }
 }
 
-/// A request waiting for quota.
+/// A held request's place in its key's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
-    /// The proxy-wasm context of the paused request.
-    pub context_id: u32,
     /// Its bucket key.
     pub key: String,
     /// Its limit.
     pub limit: Limit,
-    /// When it is next re-evaluated.
-    pub next_at_ms: u64,
     /// Attempts left.
     pub attempts_left: u32,
     /// Its place in the shared queue (see [`KeyLog::waiters`]).
     pub deadline_ms: u64,
 }
 
-/// One worker's waiting requests, and the headers of those admitted after waiting (for their
-/// response phase).
+/// What the policy keeps per request.
 #[derive(Debug, Default)]
-pub struct Queue {
-    /// Requests waiting for their next attempt.
-    pub waiting: Vec<Waiting>,
-    /// `X-Ratelimit-*` values of requests resumed by the timer, by context id.
-    pub admitted_headers: Vec<(u32, RateHeaders)>,
+pub struct RequestState {
+    /// While the request is held: its queue place.
+    pub waiting: Option<Waiting>,
+    /// With `exposeHeaders`, once admitted: the `X-Ratelimit-*` values for its response.
+    pub headers: Option<RateHeaders>,
 }
 
-impl Queue {
-    /// Takes the entries due at `now`.
-    pub fn take_due(&mut self, now: u64) -> Vec<Waiting> {
-        let (due, later) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(|w| w.next_at_ms <= now);
-        self.waiting = later;
-        due
-    }
-
-    /// Takes the entry of a context (whose request went away).
-    pub fn take(&mut self, context_id: u32) -> Option<Waiting> {
-        let i = self
-            .waiting
-            .iter()
-            .position(|w| w.context_id == context_id)?;
-        Some(self.waiting.swap_remove(i))
-    }
-
-    /// Takes the headers recorded for a resumed context.
-    pub fn take_headers(&mut self, context_id: u32) -> Option<RateHeaders> {
-        let i = self
-            .admitted_headers
-            .iter()
-            .position(|(id, _)| *id == context_id)?;
-        Some(self.admitted_headers.swap_remove(i).1)
+palisade_kit::counters! {
+    /// The counters only spike control has (the shared ones are in [`Quota`]).
+    pub struct Counters {
+        allowed_after_delay,
+        delayed,
+        rejected_after_delay,
+        queue_full,
+        client_gone,
     }
 }
 
-/// What happened to a new request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Let it through; with `exposeHeaders`, add these headers to its response.
-    Allowed(Option<RateHeaders>),
-    /// Over the limit with room in the queue: pause it and retry it at `next_at_ms`.
-    Wait(Waiting),
-    /// A local response was sent.
-    Denied,
-}
-
-/// What a retry of a waiting request did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// It fits now: resume it (with these response headers when exposed).
-    Admitted(Option<RateHeaders>),
-    /// Still no quota, attempts left: it was rescheduled (put it back in the queue).
-    Again,
-    /// No quota and no attempts left: the 429 was sent.
-    Rejected,
-}
-
-/// The counters only spike control has (the shared ones are in [`Quota`]).
-struct Counters {
-    allowed_after_delay: Counter,
-    delayed: Counter,
-    rejected_after_delay: Counter,
-    queue_full: Counter,
-    client_gone: Counter,
-}
-
-/// The compiled policy.
+/// The compiled policy (one per worker).
 pub struct SpikeControl {
     config: Config,
     table: SlotTable,
     quota: Quota,
     counters: Counters,
+    /// This worker's held requests: context id and when it is next re-evaluated.
+    held: RefCell<Vec<(u32, u64)>>,
 }
 
 /// What the shared-state update of a new request decided.
@@ -144,38 +87,6 @@ enum First {
 }
 
 impl SpikeControl {
-    /// Compiles the configuration and defines the metrics.
-    pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
-        let config = Config::compile(json)?;
-        let quota = Quota::define(
-            host,
-            NAME,
-            "This API's limits are per client application: authenticate the client.",
-        )?;
-        let counters = Counters {
-            allowed_after_delay: quota::counter(host, NAME, "allowed_after_delay")?,
-            delayed: quota::counter(host, NAME, "delayed")?,
-            rejected_after_delay: quota::counter(host, NAME, "rejected_after_delay")?,
-            queue_full: quota::counter(host, NAME, "queue_full")?,
-            client_gone: quota::counter(host, NAME, "client_gone")?,
-        };
-        Ok(SpikeControl {
-            table: SlotTable::new(&config.prefix, config.max_keys),
-            config,
-            quota,
-            counters,
-        })
-    }
-
-    /// The timer period the worker needs (0: requests never wait, no timer).
-    pub fn tick_period_ms(&self) -> u32 {
-        if self.config.queues() {
-            config::TICK_MS.min(self.config.delay_ms) as u32
-        } else {
-            0
-        }
-    }
-
     fn update<T>(
         &self,
         host: &impl Host,
@@ -197,15 +108,132 @@ impl SpikeControl {
             })
     }
 
-    /// Decides on a request whose headers have arrived. `context_id` identifies it if it must
-    /// wait.
-    pub fn on_request(&self, host: &mut impl Host, context_id: u32) -> Outcome {
+    /// Holds a request: its worker's timer wakes it at `due_ms`.
+    fn hold(
+        &self,
+        request: &mut Request<'_, RequestState>,
+        host: &impl Host,
+        waiting: Waiting,
+        due_ms: u64,
+    ) -> Verdict {
+        match self.held.try_borrow_mut() {
+            Ok(mut held) => {
+                held.push((request.id, due_ms));
+                request.state.waiting = Some(waiting);
+                Verdict::Pause
+            }
+            Err(_) => {
+                // Unreachable (one thread, no borrow held across calls), but never leave a
+                // request paused with nobody to wake it.
+                self.abandon(host, &waiting);
+                Verdict::Continue
+            }
+        }
+    }
+
+    /// Frees the queue place of a held request whose client went away.
+    fn abandon(&self, host: &impl Host, waiting: &Waiting) {
+        self.counters.client_gone.inc(host);
+        let now = host.now_ms();
+        let deadline = waiting.deadline_ms;
+        let result = self.update(host, &waiting.key, waiting.limit, now, |log| {
+            log.leave_queue(deadline);
+            (true, ())
+        });
+        if let Err(e) = result {
+            // The place frees itself at its deadline anyway.
+            host.log(
+                LogLevel::Warn,
+                &format!("{}: could not free a queue place: {e:?}", Self::NAME),
+            );
+        }
+    }
+
+    /// The `X-Ratelimit-*` values of an admission, with `exposeHeaders`.
+    fn headers(&self, admission: Admission) -> Option<RateHeaders> {
+        self.config.expose_headers.then(|| admission.into())
+    }
+
+    /// The verdict on a shared-data failure: 503 with `blockOnUnknownQuota`, else let it pass.
+    fn store_error(&self, host: &mut impl Host, error: &SharedError) -> Verdict {
+        let block = self.config.block_on_unknown_quota;
+        if self.quota.store_error(host, Self::NAME, error, block) {
+            Verdict::Respond
+        } else {
+            Verdict::Continue
+        }
+    }
+
+    fn reject(&self, host: &mut impl Host, limit: u64, reset_ms: u64) -> Verdict {
+        let headers = self.config.expose_headers.then_some(RateHeaders {
+            limit,
+            remaining: 0,
+            reset_ms: reset_ms.max(1),
+        });
+        quota::send_limited(host, &self.config.denial, reset_ms, headers);
+        Verdict::Respond
+    }
+}
+
+impl Policy for SpikeControl {
+    const NAME: &'static str = "spike-control";
+    type State = RequestState;
+
+    fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
+        let config = Config::compile(json)?;
+        let quota = Quota::define(
+            host,
+            Self::NAME,
+            "This API's limits are per client application: authenticate the client.",
+        )?;
+        Ok(SpikeControl {
+            table: SlotTable::new(&config.prefix, config.max_keys),
+            counters: Counters::define(host, Self::NAME)?,
+            config,
+            quota,
+            held: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// The timer period the worker needs (0: requests never wait, no timer).
+    fn tick_period_ms(&self) -> u32 {
+        if self.config.queues() {
+            config::TICK_MS.min(self.config.delay_ms) as u32
+        } else {
+            0
+        }
+    }
+
+    /// Wakes this worker's held requests that are due.
+    fn on_tick(&self, host: &mut impl Host, wakes: &mut Wakes) {
+        let Ok(mut held) = self.held.try_borrow_mut() else {
+            return;
+        };
+        if held.is_empty() {
+            return; // Nothing held (the usual case): no host call at all.
+        }
+        let now = host.now_ms();
+        held.retain(|&(id, due_ms)| {
+            if due_ms <= now {
+                wakes.wake(id);
+            }
+            due_ms > now
+        });
+    }
+
+    /// Decides on a new request: admit it, hold it, or answer 429.
+    fn on_request_headers(
+        &self,
+        request: &mut Request<'_, RequestState>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
         let config = &self.config;
         let Some((key, &limit)) =
             self.quota
                 .bucket(host, &config.limits, config.key.as_ref(), &config.source)
         else {
-            return Outcome::Denied;
+            return Verdict::Respond;
         };
         let now = host.now_ms();
         let attempts = self.config.attempts;
@@ -233,18 +261,18 @@ impl SpikeControl {
         match result {
             Ok(Slotted::Done(First::Admitted(admission))) => {
                 self.quota.counters.allowed.inc(host);
-                Outcome::Allowed(self.config.expose_headers.then(|| admission.into()))
+                request.state.headers = self.headers(admission);
+                Verdict::Continue
             }
             Ok(Slotted::Done(First::Queued)) => {
                 self.counters.delayed.inc(host);
-                Outcome::Wait(Waiting {
-                    context_id,
+                let waiting = Waiting {
                     key,
                     limit,
-                    next_at_ms: now.saturating_add(delay),
                     attempts_left: attempts,
                     deadline_ms: deadline,
-                })
+                };
+                self.hold(request, host, waiting, now.saturating_add(delay))
             }
             Ok(Slotted::Done(First::Rejected {
                 reset_ms,
@@ -254,30 +282,22 @@ impl SpikeControl {
                 if queue_full {
                     self.counters.queue_full.inc(host);
                 }
-                self.reject(host, limit.max, reset_ms);
-                Outcome::Denied
+                self.reject(host, limit.max, reset_ms)
             }
             Ok(Slotted::Full { free_at_ms }) => {
                 self.quota.counters.key_table_full.inc(host);
-                self.reject(host, limit.max, free_at_ms.saturating_sub(now));
-                Outcome::Denied
+                self.reject(host, limit.max, free_at_ms.saturating_sub(now))
             }
-            Err(e) => {
-                if self
-                    .quota
-                    .store_error(host, NAME, &e, config.block_on_unknown_quota)
-                {
-                    Outcome::Denied
-                } else {
-                    Outcome::Allowed(None)
-                }
-            }
+            Err(e) => self.store_error(host, &e),
         }
     }
 
-    /// Re-evaluates a waiting request whose time has come; `host` acts on that request's context.
-    /// On [`Retry::Again`] `waiting` has been rescheduled.
-    pub fn retry(&self, host: &mut impl Host, waiting: &mut Waiting) -> Retry {
+    /// Re-evaluates a held request whose time has come (in its own context): resume it, hold it
+    /// until its next attempt, or answer 429 after its last.
+    fn on_wake(&self, request: &mut Request<'_, RequestState>, host: &mut impl Host) -> Verdict {
+        let Some(mut waiting) = request.state.waiting.take() else {
+            return Verdict::Continue; // not held (unreachable): nothing to decide
+        };
         let now = host.now_ms();
         let last = waiting.attempts_left <= 1;
         let deadline = waiting.deadline_ms;
@@ -294,79 +314,55 @@ impl SpikeControl {
         match result {
             Ok(Slotted::Done(admission)) if admission.allowed => {
                 self.counters.allowed_after_delay.inc(host);
-                Retry::Admitted(self.config.expose_headers.then(|| admission.into()))
+                request.state.headers = self.headers(admission);
+                Verdict::Continue
             }
             Ok(Slotted::Done(_)) if !last => {
                 waiting.attempts_left -= 1;
-                waiting.next_at_ms = now.saturating_add(self.config.delay_ms);
-                Retry::Again
+                let due_ms = now.saturating_add(self.config.delay_ms);
+                self.hold(request, host, waiting, due_ms)
             }
             Ok(Slotted::Done(admission)) => {
                 self.counters.rejected_after_delay.inc(host);
-                self.reject(host, limit.max, admission.reset_ms);
-                Retry::Rejected
+                self.reject(host, limit.max, admission.reset_ms)
             }
             Ok(Slotted::Full { free_at_ms }) => {
                 // The key's slot was taken over after its state expired (only possible when the
                 // request waited past its deadline): reject like a full table.
                 self.quota.counters.key_table_full.inc(host);
-                self.reject(host, limit.max, free_at_ms.saturating_sub(now));
-                Retry::Rejected
+                self.reject(host, limit.max, free_at_ms.saturating_sub(now))
             }
-            Err(e) => {
-                if self
-                    .quota
-                    .store_error(host, NAME, &e, self.config.block_on_unknown_quota)
-                {
-                    Retry::Rejected
-                } else {
-                    Retry::Admitted(None)
-                }
-            }
+            Err(e) => self.store_error(host, &e),
         }
     }
 
-    /// Frees the queue place of a waiting request whose client went away.
-    pub fn abandon(&self, host: &impl Host, waiting: &Waiting) {
-        self.counters.client_gone.inc(host);
-        let now = host.now_ms();
-        let deadline = waiting.deadline_ms;
-        let result = self.update(host, &waiting.key, waiting.limit, now, |log| {
-            log.leave_queue(deadline);
-            (true, ())
-        });
-        if let Err(e) = result {
-            // The place frees itself at its deadline anyway.
-            host.log(
-                LogLevel::Warn,
-                &format!("{NAME}: could not free a queue place: {e:?}"),
-            );
+    /// Adds the `X-Ratelimit-*` headers to an admitted request's response.
+    fn on_response_headers(
+        &self,
+        request: &mut Request<'_, RequestState>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
+        if let Some(headers) = request.state.headers.take() {
+            headers.add_to_response(host);
         }
+        Verdict::Continue
     }
 
-    fn reject(&self, host: &mut impl Host, limit: u64, reset_ms: u64) {
-        let headers = self.config.expose_headers.then_some(RateHeaders {
-            limit,
-            remaining: 0,
-            reset_ms: reset_ms.max(1),
-        });
-        quota::send_limited(host, &self.config.denial, reset_ms, headers);
-    }
-
-    /// Adds the `X-Ratelimit-*` headers to an allowed request's response.
-    pub fn add_headers(host: &mut impl Host, headers: &RateHeaders) {
-        headers.add_to_response(host);
+    /// A request still held here has lost its client: free its queue place now.
+    fn on_done(&self, request: &mut Request<'_, RequestState>, host: &mut impl Host) {
+        let Some(waiting) = request.state.waiting.take() else {
+            return;
+        };
+        if let Ok(mut held) = self.held.try_borrow_mut() {
+            held.retain(|&(id, _)| id != request.id);
+        }
+        self.abandon(host, &waiting);
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-mod glue;
-
-#[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| Box::new(glue::Root::default()));
-}}
+proxy_wasm::main! {{ palisade_kit::wasm::start::<SpikeControl>(); }}
 
 #[cfg(test)]
 mod tests;

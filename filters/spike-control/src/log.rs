@@ -148,10 +148,7 @@ fn push_list(out: &mut Vec<u8>, len: usize, values: impl Iterator<Item = u64>) {
 
 /// The `live_until` of a stored state (0 for garbage, whose slot is then free).
 pub fn stored_live_until(state: &[u8]) -> u64 {
-    state
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
+    palisade_kit::shared::read_u64(state, 0).unwrap_or(0)
 }
 
 pub use palisade_kit::quota::retry_after_secs;

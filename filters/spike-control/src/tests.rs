@@ -1,72 +1,70 @@
 use super::*;
 use palisade_kit::identity::Identity;
-use palisade_kit::testing::{TestEnvoy, TestRequest};
-use std::collections::HashMap;
+use palisade_kit::testing::{TestEnvoy, TestPolicy, TestRequest};
+use palisade_kit::{Direction, HeaderMap};
 
-/// One simulated worker: the policy, its queue, and its paused requests by context id.
-struct Worker {
-    policy: SpikeControl,
-    queue: Queue,
-    paused: HashMap<u32, TestRequest>,
-    worker: usize,
+fn spike(envoy: &TestEnvoy, config: &str) -> TestPolicy<SpikeControl> {
+    envoy.deploy::<SpikeControl>(config).unwrap()
 }
 
-/// What became of a request.
+/// What became of a request so far.
 #[derive(Debug, PartialEq, Eq)]
 enum Fate {
+    /// Let through (at once, or resumed after being held).
     Passed,
+    /// Held.
     Waiting,
+    /// Answered locally.
     Status(u16),
 }
 
-impl Worker {
-    fn new(envoy: &TestEnvoy, worker: usize, config: &str) -> Worker {
-        let policy =
-            SpikeControl::configure(config.as_bytes(), &mut envoy.request(worker)).unwrap();
-        Worker {
-            policy,
-            queue: Queue::default(),
-            paused: HashMap::new(),
-            worker,
+fn fate_of(req: &TestRequest) -> Fate {
+    match req.response() {
+        Some(resp) => {
+            assert!(resp.header("retry-after").is_some() || resp.status != 429);
+            Fate::Status(resp.status)
         }
+        None if req.resumed(Direction::Request) > 0 => Fate::Passed,
+        None => Fate::Waiting,
     }
+}
 
-    fn send(&mut self, envoy: &TestEnvoy, id: u32) -> Fate {
-        let mut req = envoy.request(self.worker);
-        match self.policy.on_request(&mut req, id) {
-            Outcome::Allowed(_) => Fate::Passed,
-            Outcome::Wait(w) => {
-                self.queue.waiting.push(w);
-                self.paused.insert(id, req);
-                Fate::Waiting
-            }
-            Outcome::Denied => Fate::Status(req.response().unwrap().status),
-        }
-    }
+/// Sends a new request on `worker`; returns it and what became of it at once.
+fn send(sc: &TestPolicy<SpikeControl>, worker: usize) -> (TestRequest, Fate) {
+    let mut req = sc.request(worker);
+    let verdict = sc.send(&mut req);
+    let fate = match verdict {
+        Verdict::Continue => Fate::Passed,
+        Verdict::Pause => Fate::Waiting,
+        Verdict::Respond => fate_of(&req),
+    };
+    assert_eq!(
+        fate == Fate::Waiting,
+        req.response().is_none() && verdict == Verdict::Pause
+    );
+    (req, fate)
+}
 
-    /// Runs this worker's timer once at the current time; returns what each due request became.
-    fn tick(&mut self, envoy: &TestEnvoy) -> Vec<(u32, Fate, Option<RateHeaders>)> {
-        let mut out = Vec::new();
-        for mut w in self.queue.take_due(envoy.now_ms()) {
-            let Some(mut req) = self.paused.remove(&w.context_id) else {
-                self.policy.abandon(&envoy.request(self.worker), &w);
-                continue;
-            };
-            match self.policy.retry(&mut req, &mut w) {
-                Retry::Admitted(h) => out.push((w.context_id, Fate::Passed, h)),
-                Retry::Again => {
-                    self.paused.insert(w.context_id, req);
-                    self.queue.waiting.push(w);
-                }
-                Retry::Rejected => {
-                    let resp = req.response().unwrap();
-                    assert!(resp.header("retry-after").is_some());
-                    out.push((w.context_id, Fate::Status(resp.status), None));
-                }
-            }
-        }
-        out
-    }
+/// The response phase of a request that passed; returns the `X-Ratelimit-*` headers added.
+fn rate_headers(sc: &TestPolicy<SpikeControl>, req: &mut TestRequest) -> Vec<(String, String)> {
+    req.add_to(HeaderMap::Response, ":status", "200");
+    assert_eq!(sc.response_headers(req, true), Verdict::Continue);
+    sc.done(req);
+    req.map(HeaderMap::Response)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("x-ratelimit-"))
+        .collect()
+}
+
+fn headers(limit: u64, remaining: u64, reset_ms: u64) -> Vec<(String, String)> {
+    [
+        ("limit", limit),
+        ("remaining", remaining),
+        ("reset", reset_ms),
+    ]
+    .iter()
+    .map(|(n, v)| (format!("x-ratelimit-{n}"), v.to_string()))
+    .collect()
 }
 
 const FLEX_EXAMPLE: &str = r#"{"maximumRequests": 2, "timePeriodInMilliseconds": 1000,
@@ -75,36 +73,32 @@ const FLEX_EXAMPLE: &str = r#"{"maximumRequests": 2, "timePeriodInMilliseconds":
 #[test]
 fn flex_worked_example() {
     let envoy = TestEnvoy::new(1);
-    let mut w = Worker::new(&envoy, 0, FLEX_EXAMPLE);
-    assert_eq!(w.send(&envoy, 1), Fate::Passed);
-    envoy.advance_ms(600);
-    assert_eq!(w.send(&envoy, 2), Fate::Passed);
-    envoy.advance_ms(50);
-    assert_eq!(w.send(&envoy, 3), Fate::Waiting);
-    envoy.advance_ms(50);
-    assert_eq!(w.send(&envoy, 4), Fate::Waiting);
+    let sc = spike(&envoy, FLEX_EXAMPLE);
+    let (_r1, fate1) = send(&sc, 0);
+    assert_eq!(fate1, Fate::Passed);
+    sc.tick(600);
+    assert_eq!(send(&sc, 0).1, Fate::Passed);
+    sc.tick(50);
+    let (mut r3, fate3) = send(&sc, 0);
+    assert_eq!(fate3, Fate::Waiting);
+    sc.tick(50);
+    let (r4, fate4) = send(&sc, 0);
+    assert_eq!(fate4, Fate::Waiting);
+    assert_eq!(sc.paused(0), 2);
     // Nothing is due before its delay.
-    envoy.advance_ms(449);
-    assert!(w.tick(&envoy).is_empty());
+    sc.tick(449);
+    assert_eq!((fate_of(&r3), fate_of(&r4)), (Fate::Waiting, Fate::Waiting));
     // #3 is retried at 1150: #1 (at 0) has left the window.
-    envoy.advance_ms(1);
-    let fates = w.tick(&envoy);
-    assert_eq!(fates.len(), 1);
-    assert_eq!(fates[0].0, 3);
-    assert_eq!(fates[0].1, Fate::Passed);
+    sc.tick(1);
+    assert_eq!((fate_of(&r3), fate_of(&r4)), (Fate::Passed, Fate::Waiting));
+    assert_eq!(r3.resumed(Direction::Request), 1);
     // Flex: reset is the time until the oldest request (#2, at 600) leaves: 1600 - 1150.
-    assert_eq!(
-        fates[0].2,
-        Some(RateHeaders {
-            limit: 2,
-            remaining: 0,
-            reset_ms: 450
-        })
-    );
+    assert_eq!(rate_headers(&sc, &mut r3), headers(2, 0, 450));
     // #4 at 1200: #2 and #3 are in the window; no attempts left: 429.
-    envoy.advance_ms(50);
-    let fates = w.tick(&envoy);
-    assert_eq!(fates, vec![(4, Fate::Status(429), None)]);
+    sc.tick(50);
+    assert_eq!(fate_of(&r4), Fate::Status(429));
+    assert_eq!(r4.resumed(Direction::Request), 0);
+    assert_eq!(sc.paused(0), 0);
     assert_eq!(envoy.counter("palisade.spike_control.allowed"), 2);
     assert_eq!(envoy.counter("palisade.spike_control.delayed"), 2);
     assert_eq!(
@@ -120,50 +114,57 @@ fn flex_worked_example() {
 #[test]
 fn the_queue_is_bounded_per_key_across_workers_and_frees_places() {
     let envoy = TestEnvoy::new(2);
-    let mut w0 = Worker::new(&envoy, 0, FLEX_EXAMPLE);
-    let mut w1 = Worker::new(&envoy, 1, FLEX_EXAMPLE);
-    assert_eq!(w0.send(&envoy, 1), Fate::Passed);
-    assert_eq!(w1.send(&envoy, 2), Fate::Passed);
+    let sc = spike(&envoy, FLEX_EXAMPLE);
+    assert_eq!(send(&sc, 0).1, Fate::Passed);
+    assert_eq!(send(&sc, 1).1, Fate::Passed);
+    let mut held = Vec::new();
     for id in 3..8 {
-        let w = if id % 2 == 0 { &mut w0 } else { &mut w1 };
-        assert_eq!(w.send(&envoy, id), Fate::Waiting, "{id}");
+        let (req, fate) = send(&sc, id % 2);
+        assert_eq!(fate, Fate::Waiting, "{id}");
+        held.push(req);
     }
+    assert_eq!((sc.paused(0), sc.paused(1)), (2, 3));
     // Five wait (on both workers together): the sixth is rejected at once.
-    assert_eq!(w0.send(&envoy, 8), Fate::Status(429));
+    assert_eq!(send(&sc, 0).1, Fate::Status(429));
     assert_eq!(envoy.counter("palisade.spike_control.queue_full"), 1);
     // A waiting client disconnects: its place is free for the next one.
-    let gone = w0.queue.take(4).unwrap();
-    w0.policy.abandon(&envoy.request(0), &gone);
+    let mut gone = held.remove(0);
+    sc.done(&mut gone);
     assert_eq!(envoy.counter("palisade.spike_control.client_gone"), 1);
-    assert_eq!(w1.send(&envoy, 9), Fate::Waiting);
-    assert_eq!(w1.send(&envoy, 10), Fate::Status(429));
-    // When the queue drains, its places are free again.
-    envoy.advance_ms(1000);
-    let mut fates = w0.tick(&envoy);
-    fates.extend(w1.tick(&envoy));
-    let passed = fates.iter().filter(|f| f.1 == Fate::Passed).count();
+    let (req, fate) = send(&sc, 1);
+    assert_eq!(fate, Fate::Waiting);
+    held.push(req);
+    assert_eq!(send(&sc, 1).1, Fate::Status(429));
+    // When the queue drains (here the timers fire once, long after the requests' delay), its
+    // places are free again.
+    envoy.advance_ms(999);
+    sc.tick(1);
+    let fates: Vec<Fate> = held.iter().map(fate_of).collect();
+    let passed = fates.iter().filter(|f| **f == Fate::Passed).count();
     assert_eq!(passed, 2, "{fates:?}");
+    assert!(!fates.contains(&Fate::Waiting), "{fates:?}");
     assert_eq!(fates.len(), 5);
+    assert_eq!(fate_of(&gone), Fate::Waiting, "never resumed nor answered");
+    assert_eq!(gone.resumed(Direction::Request), 0);
+    assert_eq!((sc.paused(0), sc.paused(1)), (0, 0));
     envoy.advance_ms(1000);
-    assert_eq!(w0.send(&envoy, 11), Fate::Passed);
+    assert_eq!(send(&sc, 0).1, Fate::Passed);
 }
 
 #[test]
 fn without_a_queue_over_limit_is_rejected_at_once_with_retry_after() {
     let envoy = TestEnvoy::new(1);
-    let policy = SpikeControl::configure(
-        br#"{"maximumRequests": 1, "timePeriodInMilliseconds": 3000}"#,
-        &mut envoy.request(0),
-    )
-    .unwrap();
-    assert_eq!(policy.tick_period_ms(), 0);
-    assert_eq!(
-        policy.on_request(&mut envoy.request(0), 1),
-        Outcome::Allowed(None)
+    let sc = spike(
+        &envoy,
+        r#"{"maximumRequests": 1, "timePeriodInMilliseconds": 3000}"#,
     );
+    assert_eq!(sc.policy(0).tick_period_ms(), 0);
+    let (mut req, fate) = send(&sc, 0);
+    assert_eq!(fate, Fate::Passed);
+    assert_eq!(rate_headers(&sc, &mut req), []);
     envoy.advance_ms(500);
-    let mut req = envoy.request(0);
-    assert_eq!(policy.on_request(&mut req, 2), Outcome::Denied);
+    let mut req = sc.request(0);
+    assert_eq!(sc.send(&mut req), Verdict::Respond);
     let resp = req.response().unwrap();
     assert_eq!(resp.status, 429);
     assert_eq!(resp.json()["error"], "rate_limited");
@@ -175,53 +176,45 @@ fn without_a_queue_over_limit_is_rejected_at_once_with_retry_after() {
 #[test]
 fn several_attempts_wait_at_most_attempts_times_delay() {
     let envoy = TestEnvoy::new(1);
-    let mut w = Worker::new(
+    let sc = spike(
         &envoy,
-        0,
         r#"{"maximumRequests": 1, "timePeriodInMilliseconds": 10000,
             "delayTimeInMillis": 100, "delayAttempts": 3, "queuingLimit": 1}"#,
     );
-    assert_eq!(w.policy.tick_period_ms(), 10);
+    assert_eq!(sc.policy(0).tick_period_ms(), 10);
     let start = envoy.now_ms();
-    assert_eq!(w.send(&envoy, 1), Fate::Passed);
-    assert_eq!(w.send(&envoy, 2), Fate::Waiting);
+    assert_eq!(send(&sc, 0).1, Fate::Passed);
+    let (req, fate2) = send(&sc, 0);
+    assert_eq!(fate2, Fate::Waiting);
     let mut decided = None;
     for _ in 0..400 {
-        envoy.advance_ms(1);
-        if let Some(f) = w.tick(&envoy).pop() {
-            decided = Some((f, envoy.now_ms() - start));
+        sc.tick(1);
+        if fate_of(&req) != Fate::Waiting {
+            decided = Some((fate_of(&req), envoy.now_ms() - start));
             break;
         }
     }
-    let ((id, fate, _), waited) = decided.unwrap();
-    assert_eq!((id, fate), (2, Fate::Status(429)));
-    assert_eq!(waited, 300);
+    assert_eq!(decided, Some((Fate::Status(429), 300)));
     // Its place was given back when it was rejected.
-    assert_eq!(w.send(&envoy, 3), Fate::Waiting);
+    assert_eq!(send(&sc, 0).1, Fate::Waiting);
 }
 
 #[test]
 fn flex_headers_report_zero_reset_while_quota_remains() {
     let envoy = TestEnvoy::new(1);
-    let policy = SpikeControl::configure(
-        br#"{"maximumRequests": 3, "timePeriodInMilliseconds": 1000, "exposeHeaders": true}"#,
-        &mut envoy.request(0),
-    )
-    .unwrap();
+    let sc = spike(
+        &envoy,
+        r#"{"maximumRequests": 3, "timePeriodInMilliseconds": 1000, "exposeHeaders": true}"#,
+    );
     let expect = [(2, 0), (1, 0), (0, 1000)];
     for (remaining, reset_ms) in expect {
-        assert_eq!(
-            policy.on_request(&mut envoy.request(0), 1),
-            Outcome::Allowed(Some(RateHeaders {
-                limit: 3,
-                remaining,
-                reset_ms
-            }))
-        );
+        let (mut req, fate) = send(&sc, 0);
+        assert_eq!(fate, Fate::Passed);
+        assert_eq!(rate_headers(&sc, &mut req), headers(3, remaining, reset_ms));
     }
     envoy.advance_ms(250);
-    let mut req = envoy.request(0);
-    policy.on_request(&mut req, 2);
+    let mut req = sc.request(0);
+    sc.send(&mut req);
     let resp = req.response().unwrap();
     assert_eq!(resp.header("x-ratelimit-reset"), Some("750"));
     assert_eq!(resp.header("x-ratelimit-remaining"), Some("0"));
@@ -231,20 +224,20 @@ fn flex_headers_report_zero_reset_while_quota_remains() {
 #[test]
 fn keys_tiers_and_bounded_state() {
     let envoy = TestEnvoy::new(1);
-    let policy = SpikeControl::configure(
-        br#"{"id": "k", "maximumRequests": 1, "keySelector": "ip", "maxKeys": 16,
+    let sc = spike(
+        &envoy,
+        r#"{"id": "k", "maximumRequests": 1, "keySelector": "ip", "maxKeys": 16,
              "timePeriodInMilliseconds": 60000}"#,
-        &mut envoy.request(0),
-    )
-    .unwrap();
+    );
     let from = |ip: &str| {
-        let mut req = envoy.request(0);
+        let mut req = sc.request(0);
         req.set_peer(&format!("{ip}:1"));
-        let out = policy.on_request(&mut req, 1);
-        (out, req.response().map(|r| r.status))
+        let verdict = sc.send(&mut req);
+        sc.done(&mut req);
+        (verdict, req.response().map(|r| r.status))
     };
-    assert_eq!(from("10.0.0.1").0, Outcome::Allowed(None));
-    assert_eq!(from("10.0.0.2").0, Outcome::Allowed(None));
+    assert_eq!(from("10.0.0.1").0, Verdict::Continue);
+    assert_eq!(from("10.0.0.2").0, Verdict::Continue);
     assert_eq!(from("10.0.0.1").1, Some(429));
     for i in 0..1000 {
         from(&format!("10.1.{}.{}", i / 256, i % 256));
@@ -252,14 +245,13 @@ fn keys_tiers_and_bounded_state() {
     assert!(envoy.shared_keys_with_prefix("palisade:sc:k:") <= 16);
     assert!(envoy.counter("palisade.spike_control.key_table_full") > 900);
 
-    let sla = SpikeControl::configure(
-        br#"{"tiers": {"gold": {"maximumRequests": 3, "timePeriodInMilliseconds": 60000},
+    let sla = spike(
+        &envoy,
+        r#"{"tiers": {"gold": {"maximumRequests": 3, "timePeriodInMilliseconds": 60000},
                        "silver": {"maximumRequests": 1, "timePeriodInMilliseconds": 60000}}}"#,
-        &mut envoy.request(0),
-    )
-    .unwrap();
+    );
     let call = |client: Option<&str>, tier: &str| {
-        let mut req = envoy.request(0);
+        let mut req = sla.request(0);
         if let Some(client) = client {
             Identity {
                 authenticated_by: "client-id-enforcement".into(),
@@ -270,7 +262,8 @@ fn keys_tiers_and_bounded_state() {
             .publish(&mut req)
             .unwrap();
         }
-        sla.on_request(&mut req, 1);
+        sla.send(&mut req);
+        sla.done(&mut req);
         req.response().map_or(200, |r| r.status)
     };
     let passed = |client, tier| (0..5).filter(|_| call(Some(client), tier) == 200).count();
@@ -296,13 +289,13 @@ fn readme_examples_compile() {
 #[test]
 fn garbage_in_a_slot_never_panics() {
     let envoy = TestEnvoy::new(1);
-    let mut w = Worker::new(
+    let sc = spike(
         &envoy,
-        0,
         r#"{"id": "g", "maxKeys": 1, "maximumRequests": 2, "queuingLimit": 2,
             "delayTimeInMillis": 10}"#,
     );
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut requests = Vec::new();
     for id in 0..500u32 {
         let bytes: Vec<u8> = (0..(id % 90))
             .map(|_| {
@@ -317,14 +310,93 @@ fn garbage_in_a_slot_never_panics() {
             .request(0)
             .shared_set("palisade:sc:g:0", &bytes, None)
             .unwrap();
-        let fate = w.send(&envoy, id);
+        let (req, fate) = send(&sc, 0);
         assert!(
             !matches!(fate, Fate::Status(s) if s >= 500),
             "{id}: {fate:?}"
         );
-        envoy.advance_ms(3);
-        for (_, fate, _) in w.tick(&envoy) {
-            assert!(!matches!(fate, Fate::Status(s) if s >= 500));
+        requests.push(req);
+        sc.tick(3);
+        for req in &requests {
+            let fate = fate_of(req);
+            assert!(!matches!(fate, Fate::Status(s) if s >= 500), "{fate:?}");
         }
     }
+}
+
+#[test]
+fn held_requests_wake_in_their_own_context_on_their_own_worker() {
+    let envoy = TestEnvoy::new(2);
+    let sc = spike(
+        &envoy,
+        r#"{"maximumRequests": 1, "timePeriodInMilliseconds": 100, "delayTimeInMillis": 40,
+            "delayAttempts": 5, "queuingLimit": 3, "exposeHeaders": true}"#,
+    );
+    assert_eq!(send(&sc, 0).1, Fate::Passed);
+    let (mut a, fate_a) = send(&sc, 0);
+    let (mut b, fate_b) = send(&sc, 1);
+    let (mut c, fate_c) = send(&sc, 1);
+    assert_eq!(
+        (fate_a, fate_b, fate_c),
+        (Fate::Waiting, Fate::Waiting, Fate::Waiting)
+    );
+    assert_eq!((sc.paused(0), sc.paused(1)), (1, 2));
+    // Attempts at 40 and 80 find no room (the first request holds the window until 100): held
+    // again, not resumed, not answered.
+    sc.tick(99);
+    for req in [&a, &b, &c] {
+        assert_eq!(
+            (fate_of(req), req.resumed(Direction::Request)),
+            (Fate::Waiting, 0)
+        );
+    }
+    // c's client goes away: its place is freed at once, and nothing is resumed for it later.
+    sc.done(&mut c);
+    assert_eq!(envoy.counter("palisade.spike_control.client_gone"), 1);
+    assert_eq!((sc.paused(0), sc.paused(1)), (1, 1));
+    // Its place is free at once: one more request may wait, then the queue is full again.
+    let (mut d, fate_d) = send(&sc, 1);
+    assert_eq!(fate_d, Fate::Waiting);
+    assert_eq!(send(&sc, 0).1, Fate::Status(429));
+    // At 120, a (worker 0's timer runs first) gets the room; b and d wait for the next window.
+    sc.tick(21);
+    assert_eq!(
+        (fate_of(&a), fate_of(&b), fate_of(&d)),
+        (Fate::Passed, Fate::Waiting, Fate::Waiting)
+    );
+    assert_eq!(a.resumed(Direction::Request), 1);
+    assert_eq!(rate_headers(&sc, &mut a), headers(1, 0, 100));
+    // b's fifth and last attempt, at 200, still finds a (admitted at 120) in the window: 429
+    // after waiting. d, held since 99, gets the room when a leaves it.
+    sc.tick(200);
+    assert_eq!(fate_of(&b), Fate::Status(429));
+    assert_eq!(b.resumed(Direction::Request), 0);
+    assert_eq!(
+        rate_headers(&sc, &mut b),
+        [],
+        "the 429 carries its own headers"
+    );
+    assert_eq!(
+        fate_of(&c),
+        Fate::Waiting,
+        "a request that went away is never woken"
+    );
+    assert_eq!(c.resumed(Direction::Request), 0);
+    assert_eq!(fate_of(&d), Fate::Passed);
+    assert_eq!(rate_headers(&sc, &mut d), headers(1, 0, 100));
+    assert_eq!((sc.paused(0), sc.paused(1)), (0, 0));
+    // A request that completes normally frees nothing on its way out.
+    assert_eq!(envoy.counter("palisade.spike_control.client_gone"), 1);
+}
+
+#[test]
+fn a_refused_configuration_names_the_field() {
+    let envoy = TestEnvoy::new(1);
+    let err = envoy
+        .deploy::<SpikeControl>(r#"{"maximumRequests": 0}"#)
+        .unwrap_err();
+    assert!(
+        err.starts_with("spike-control: invalid configuration at `maximumRequests`"),
+        "{err}"
+    );
 }

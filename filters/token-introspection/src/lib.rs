@@ -9,11 +9,11 @@ pub mod config;
 
 use config::{Config, Criteria};
 use palisade_kit::address::AddressSource;
+use palisade_kit::cache::TtlCache;
+use palisade_kit::credentials::bearer;
 use palisade_kit::identity::{Identity, PROPERTY_PATH};
-use palisade_kit::metrics::Counter;
-use palisade_kit::selector::Selector;
 use palisade_kit::shared::SlotCache;
-use palisade_kit::{ConfigError, Denial, Host, LogLevel, Verdict};
+use palisade_kit::{CallResponse, ConfigError, Host, LogLevel, Policy, Request, Verdict};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,22 +21,6 @@ use std::rc::Rc;
 
 /// The policy name.
 pub const NAME: &str = "token-introspection";
-
-/// The `x-agw-*` headers of the response members RFC 7662 defines (section 2.2).
-const STANDARD_HEADERS: [&str; 12] = [
-    "x-agw-active",
-    "x-agw-scope",
-    "x-agw-client_id",
-    "x-agw-username",
-    "x-agw-token_type",
-    "x-agw-exp",
-    "x-agw-iat",
-    "x-agw-nbf",
-    "x-agw-sub",
-    "x-agw-aud",
-    "x-agw-iss",
-    "x-agw-jti",
-];
 
 /// The largest introspection response accepted.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -82,73 +66,55 @@ enum Prepared {
     },
 }
 
-/// This VM's copy of recent answers, in front of the shared cache: a hit costs no shared-data
-/// read and no JSON parsing. Entries expire with the shared ones; the map is bounded.
-#[derive(Default)]
-struct LocalCache {
-    entries: HashMap<String, (u64, Rc<Prepared>)>,
-}
-
-impl LocalCache {
-    fn get(&mut self, key: &str, now: u64) -> Option<Rc<Prepared>> {
-        let (expires, prepared) = self.entries.get(key)?;
-        if *expires > now {
-            return Some(prepared.clone());
-        }
-        self.entries.remove(key);
-        None
-    }
-
-    fn put(&mut self, key: &str, expires: u64, prepared: Rc<Prepared>, capacity: usize, now: u64) {
-        if capacity == 0 || expires <= now {
-            return;
-        }
-        if self.entries.len() >= capacity {
-            self.entries.retain(|_, (e, _)| *e > now);
-        }
-        if self.entries.len() >= capacity {
-            if let Some(victim) = self.entries.keys().next().cloned() {
-                self.entries.remove(&victim);
-            }
-        }
-        self.entries.insert(key.to_owned(), (expires, prepared));
-    }
-}
+/// Where a waiting request finds the answer its leader got.
+pub type AnswerSlot = Rc<RefCell<Option<Answer>>>;
 
 /// Whether a request leads the introspection of its token or waits for another one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Role {
     /// No call for this token is in flight in this VM: make it.
     Leader,
-    /// A call for this token is in flight in this VM: wait for its answer.
-    Waiter,
+    /// A call for this token is in flight in this VM: wait; the answer lands in the slot.
+    Waiter(AnswerSlot),
+}
+
+/// One introspection in flight: the requests waiting for it and where their answer goes.
+#[derive(Debug, Default)]
+struct Flight {
+    waiters: Vec<u32>,
+    answer: AnswerSlot,
 }
 
 /// The introspections in flight in this VM and the requests waiting for each, so concurrent
 /// requests with the same uncached token make one call per VM instead of one each.
 #[derive(Debug, Default)]
 pub struct InFlight {
-    pending: HashMap<String, Vec<u32>>,
+    pending: HashMap<String, Flight>,
 }
 
 impl InFlight {
     /// Registers request `context_id` for the token cached under `key`.
     pub fn join(&mut self, key: &str, context_id: u32) -> Role {
         match self.pending.get_mut(key) {
-            Some(waiters) => {
-                waiters.push(context_id);
-                Role::Waiter
+            Some(flight) => {
+                flight.waiters.push(context_id);
+                Role::Waiter(flight.answer.clone())
             }
             None => {
-                self.pending.insert(key.to_owned(), Vec::new());
+                self.pending.insert(key.to_owned(), Flight::default());
                 Role::Leader
             }
         }
     }
 
-    /// The call for `key` is over: the requests that waited for it.
-    pub fn finish(&mut self, key: &str) -> Vec<u32> {
-        self.pending.remove(key).unwrap_or_default()
+    /// The call for `key` is over with `answer`: the requests that waited for it (their slot
+    /// now holds the answer).
+    pub fn finish(&mut self, key: &str, answer: &Answer) -> Vec<u32> {
+        let Some(flight) = self.pending.remove(key) else {
+            return Vec::new();
+        };
+        *flight.answer.borrow_mut() = Some(answer.clone());
+        flight.waiters
     }
 
     /// Number of calls in flight.
@@ -162,23 +128,34 @@ impl InFlight {
     }
 }
 
-struct Metrics {
-    coalesced: Counter,
-    allowed: Counter,
-    missing_token: Counter,
-    invalid_token: Counter,
-    forbidden: Counter,
-    unavailable: Counter,
-    cache_hit: Counter,
-    introspected: Counter,
-    preflight: Counter,
+palisade_kit::counters! {
+    /// The policy's counters (`palisade_token_introspection_<outcome>`).
+    pub struct Metrics {
+        coalesced, allowed, missing_token, invalid_token, forbidden, unavailable, cache_hit,
+        introspected, preflight,
+    }
+}
+
+/// A request's part in an introspection.
+#[derive(Debug, Default)]
+pub enum Flow {
+    /// Decided, or not started.
+    #[default]
+    Idle,
+    /// It made the call for the token cached under this key; others may wait for it.
+    Leading(String),
+    /// It waits for another request's call.
+    Waiting(AnswerSlot),
 }
 
 /// The compiled policy of one VM.
 pub struct TokenIntrospection {
     config: Config,
     cache: Option<SlotCache>,
-    local: RefCell<LocalCache>,
+    /// This VM's prepared answers in front of the shared cache: a hit costs no shared-data read
+    /// and no JSON parsing.
+    local: RefCell<TtlCache<String, Rc<Prepared>>>,
+    flights: RefCell<InFlight>,
     metrics: Metrics,
 }
 
@@ -199,42 +176,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The bearer token of a selected value (only the `Bearer` scheme from `Authorization`).
-fn bearer(source: &Selector, raw: String) -> Option<String> {
-    let trimmed = raw.trim();
-    let scheme = trimmed
-        .get(..7)
-        .filter(|s| s.eq_ignore_ascii_case("bearer "));
-    let token = match (source, scheme) {
-        (_, Some(_)) => trimmed[7..].trim_start(),
-        (Selector::Header(name), None) if name == "authorization" => return None,
-        (_, None) => trimmed,
-    };
-    (!token.is_empty()).then(|| token.to_owned())
-}
-
-fn deny(host: &mut impl Host, denial: &Denial) -> Verdict {
-    // If even the local reply fails there is nothing better to do than to stop the request.
-    let _ = denial.send(host);
-    Verdict::Respond
-}
-
 impl TokenIntrospection {
     /// Compiles the configuration and defines the metrics.
     pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(json)?;
-        let counter = |host: &mut _, outcome| Counter::define(host, NAME, outcome);
-        let metrics = Metrics {
-            coalesced: counter(host, "coalesced")?,
-            allowed: counter(host, "allowed")?,
-            missing_token: counter(host, "missing_token")?,
-            invalid_token: counter(host, "invalid_token")?,
-            forbidden: counter(host, "forbidden")?,
-            unavailable: counter(host, "unavailable")?,
-            cache_hit: counter(host, "cache_hit")?,
-            introspected: counter(host, "introspected")?,
-            preflight: counter(host, "preflight")?,
-        };
+        let metrics = Metrics::define(host, NAME)?;
         let cache = (config.max_entries > 0).then(|| {
             // One cache per server and credentials: another client may see other answers.
             let scope = palisade_kit::shared::stable_hash(
@@ -251,9 +197,10 @@ impl TokenIntrospection {
             )
         });
         Ok(TokenIntrospection {
+            local: RefCell::new(TtlCache::new(config.max_entries as usize)),
             config,
             cache,
-            local: RefCell::new(LocalCache::default()),
+            flights: RefCell::new(InFlight::default()),
             metrics,
         })
     }
@@ -286,10 +233,10 @@ impl TokenIntrospection {
             .config
             .source
             .evaluate(host, &AddressSource::Peer)
-            .and_then(|raw| bearer(&self.config.source, raw));
+            .and_then(|raw| bearer(&self.config.source, &raw));
         let Some(token) = token else {
             self.metrics.missing_token.inc(host);
-            return Start::Done(deny(host, &self.config.denials.missing));
+            return Start::Done(self.config.denials.missing.send(host));
         };
         let key = hex(&palisade_kit::secret::sha256(token.as_bytes()));
         let now = host.now_ms();
@@ -323,7 +270,7 @@ impl TokenIntrospection {
             ),
         );
         self.metrics.unavailable.inc(host);
-        deny(host, &self.config.denials.unavailable)
+        self.config.denials.unavailable.send(host)
     }
 
     /// Handles the server's answer for the token cached under `key`: caches it and decides.
@@ -400,10 +347,9 @@ impl TokenIntrospection {
     }
 
     fn remember(&self, key: &str, expires: u64, prepared: Rc<Prepared>, now: u64) {
-        let capacity = self.config.max_entries as usize;
         self.local
             .borrow_mut()
-            .put(key, expires, prepared, capacity, now);
+            .put(key.to_owned(), prepared, expires, now);
     }
 
     /// Applies a shared cache entry (`expires_ms | answer body`, empty body: inactive) and keeps
@@ -486,24 +432,18 @@ impl TokenIntrospection {
         match prepared {
             Prepared::Unavailable => {
                 self.metrics.unavailable.inc(host);
-                deny(host, &self.config.denials.unavailable)
+                self.config.denials.unavailable.send(host)
             }
             Prepared::Invalid => {
                 self.metrics.invalid_token.inc(host);
-                deny(host, &self.config.denials.invalid)
+                self.config.denials.invalid.send(host)
             }
             Prepared::Forbidden => {
                 self.metrics.forbidden.inc(host);
-                deny(host, &self.config.denials.scope)
+                self.config.denials.scope.send(host)
             }
             Prepared::Allowed { headers, identity } => {
                 if self.config.expose_headers {
-                    // A client must not pass off its own `x-agw-*` headers as the server's:
-                    // the RFC 7662 fields are removed whether or not this answer has them
-                    // (other fields are replaced when the answer has them).
-                    for header in STANDARD_HEADERS {
-                        host.remove_request_header(header);
-                    }
                     for (name, value) in headers {
                         host.set_request_header(name, value);
                     }
@@ -518,159 +458,100 @@ impl TokenIntrospection {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-mod glue {
-    //! The proxy-wasm contexts: configure once per VM; per request, decide from the cache or
-    //! pause and call the server (one call per token per VM: later requests with the same token
-    //! wait for it), and resume or deny every waiting request when it answers.
-    use super::*;
-    use palisade_kit::wasm::{
-        buffer_bytes, configure_policy, map_value, resume_http_request, set_effective_context,
-        Buffer, HeaderMap, WasmHost,
-    };
-    use proxy_wasm::traits::{Context, HttpContext, RootContext};
-    use proxy_wasm::types::{Action, ContextType};
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
-    struct Root {
-        policy: Option<Rc<TokenIntrospection>>,
-        flights: Rc<RefCell<InFlight>>,
-    }
-
-    impl Context for Root {}
-
-    impl RootContext for Root {
-        fn on_configure(&mut self, _size: usize) -> bool {
-            self.policy = configure_policy(NAME, TokenIntrospection::configure).map(Rc::new);
-            self.policy.is_some()
-        }
-
-        fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-            Some(Box::new(Stream {
-                policy: self.policy.clone(),
-                flights: self.flights.clone(),
-                context_id,
-                leading: None,
-            }))
-        }
-
-        fn get_type(&self) -> Option<ContextType> {
-            Some(ContextType::HttpContext)
+impl TokenIntrospection {
+    /// Removes every client-sent header in the gateway's `x-agw-*` namespace, on every path,
+    /// so only the authorization server's answer can set them.
+    fn strip_gateway_headers(&self, host: &mut impl Host) {
+        let forged: Vec<String> = host
+            .headers(palisade_kit::HeaderMap::Request)
+            .into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| name.len() >= 6 && name[..6].eq_ignore_ascii_case("x-agw-"))
+            .collect();
+        for name in forged {
+            host.remove_request_header(&name);
         }
     }
 
-    struct Stream {
-        policy: Option<Rc<TokenIntrospection>>,
-        flights: Rc<RefCell<InFlight>>,
-        context_id: u32,
-        /// The cache key of the token this request is introspecting for itself and waiters.
-        leading: Option<String>,
+    /// The call for `key` ended with `answer`: wakes the requests that waited for it.
+    fn release(&self, key: &str, answer: &Answer, wakes: &mut palisade_kit::Wakes) {
+        let waiters = self.flights.borrow_mut().finish(key, answer);
+        wakes.wake_all(waiters);
     }
-
-    impl Stream {
-        /// Answers the requests that waited for `key`, then makes this request current again.
-        fn release_waiters(&self, policy: &TokenIntrospection, key: &str, answer: &Answer) {
-            let waiters = self.flights.borrow_mut().finish(key);
-            if waiters.is_empty() {
-                return;
-            }
-            let mut host = WasmHost;
-            for waiter in waiters {
-                // A waiter whose client went away is gone: nothing to answer.
-                if set_effective_context(waiter).is_ok() {
-                    policy.coalesced(&host);
-                    if policy.apply_answer(&mut host, answer) == Verdict::Continue {
-                        let _ = resume_http_request();
-                    }
-                }
-            }
-            let _ = set_effective_context(self.context_id);
-        }
-    }
-
-    impl Drop for Stream {
-        fn drop(&mut self) {
-            // The leading request went away before the answer: its waiters cannot get one, so
-            // they fail closed (503) rather than hang.
-            if let (Some(policy), Some(key)) = (self.policy.clone(), self.leading.take()) {
-                self.release_waiters(&policy, &key, &Answer::Unavailable);
-            }
-        }
-    }
-
-    impl Context for Stream {
-        fn on_http_call_response(
-            &mut self,
-            _token: u32,
-            _headers: usize,
-            body_size: usize,
-            _trailers: usize,
-        ) {
-            let (Some(policy), Some(key)) = (self.policy.clone(), self.leading.take()) else {
-                return;
-            };
-            let mut host = WasmHost;
-            let status = map_value(HeaderMap::HttpCallResponseHeaders, ":status")
-                .and_then(|s| s.parse().ok());
-            let body = buffer_bytes(
-                Buffer::HttpCallResponseBody,
-                0,
-                body_size.min(MAX_RESPONSE_BYTES + 1),
-            );
-            let answer = policy.answer(&host, &key, status, &body);
-            if policy.apply_answer(&mut host, &answer) == Verdict::Continue {
-                let _ = resume_http_request();
-            }
-            self.release_waiters(&policy, &key, &answer);
-        }
-    }
-
-    impl HttpContext for Stream {
-        fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-            let mut host = WasmHost;
-            let Some(policy) = self.policy.clone() else {
-                let denial =
-                    Denial::new(503, "policy_unavailable", "The policy is not configured.");
-                let _ = denial.send(&mut host);
-                return Action::Pause;
-            };
-            match policy.start(&mut host) {
-                Start::Done(Verdict::Continue) => Action::Continue,
-                Start::Done(Verdict::Respond) => Action::Pause,
-                Start::Introspect { key, body } => {
-                    if self.flights.borrow_mut().join(&key, self.context_id) == Role::Waiter {
-                        return Action::Pause;
-                    }
-                    let (cluster, headers, timeout_ms) = policy.call_headers();
-                    // The kit dispatches through the SDK, which routes the answer back to this
-                    // context.
-                    match host.dispatch_http_call(cluster, &headers, Some(&body), timeout_ms) {
-                        Ok(_) => {
-                            self.leading = Some(key);
-                            Action::Pause
-                        }
-                        Err(e) => {
-                            policy.call_failed(&mut host, &e.to_string());
-                            self.release_waiters(&policy, &key, &Answer::Unavailable);
-                            Action::Pause
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| {
-            Box::new(Root {
-                policy: None,
-                flights: Rc::new(RefCell::new(InFlight::default())),
-            })
-        });
-    }}
 }
+
+impl Policy for TokenIntrospection {
+    const NAME: &'static str = NAME;
+    type State = Flow;
+
+    fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
+        TokenIntrospection::configure(config, host)
+    }
+
+    fn on_request_headers(
+        &self,
+        request: &mut Request<'_, Flow>,
+        host: &mut impl Host,
+        _: bool,
+    ) -> Verdict {
+        self.strip_gateway_headers(host);
+        let (key, body) = match self.start(host) {
+            Start::Done(verdict) => return verdict,
+            Start::Introspect { key, body } => (key, body),
+        };
+        if let Role::Waiter(slot) = self.flights.borrow_mut().join(&key, request.id) {
+            *request.state = Flow::Waiting(slot);
+            return Verdict::Pause;
+        }
+        let (cluster, headers, timeout_ms) = self.call_headers();
+        match host.dispatch_http_call(cluster, &headers, Some(&body), timeout_ms) {
+            Ok(_) => {
+                *request.state = Flow::Leading(key);
+                Verdict::Pause
+            }
+            Err(e) => {
+                self.release(&key, &Answer::Unavailable, request.wakes);
+                self.call_failed(host, &e.to_string())
+            }
+        }
+    }
+
+    fn on_call_response(
+        &self,
+        request: &mut Request<'_, Flow>,
+        host: &mut impl Host,
+        response: &CallResponse,
+    ) -> Verdict {
+        let Flow::Leading(key) = std::mem::take(request.state) else {
+            return Verdict::Pause;
+        };
+        let body = response.body(host, MAX_RESPONSE_BYTES);
+        let status = body.as_ref().and(response.status);
+        let answer = self.answer(host, &key, status, body.as_deref().unwrap_or_default());
+        self.release(&key, &answer, request.wakes);
+        self.apply_answer(host, &answer)
+    }
+
+    fn on_wake(&self, request: &mut Request<'_, Flow>, host: &mut impl Host) -> Verdict {
+        let Flow::Waiting(slot) = std::mem::take(request.state) else {
+            return Verdict::Pause;
+        };
+        self.coalesced(host);
+        let answer = slot.borrow().clone().unwrap_or(Answer::Unavailable);
+        self.apply_answer(host, &answer)
+    }
+
+    fn on_done(&self, request: &mut Request<'_, Flow>, _: &mut impl Host) {
+        // The leading request went away before the answer: its waiters cannot get one, so they
+        // fail closed (503) rather than hang.
+        if let Flow::Leading(key) = std::mem::take(request.state) {
+            self.release(&key, &Answer::Unavailable, request.wakes);
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{ palisade_kit::wasm::start::<TokenIntrospection>(); }}
 
 #[cfg(test)]
 mod tests;

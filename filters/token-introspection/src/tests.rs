@@ -28,6 +28,7 @@ fn run(
     req: &mut TestRequest,
     answer: Option<(u16, Value)>,
 ) -> (Verdict, bool) {
+    p.strip_gateway_headers(req);
     match p.start(req) {
         Start::Done(v) => (v, false),
         Start::Introspect { key, body } => {
@@ -211,17 +212,103 @@ fn the_form_body_encodes_the_token() {
 fn one_call_per_token_per_vm() {
     let mut f = InFlight::default();
     assert_eq!(f.join("k", 10), Role::Leader);
-    assert_eq!(f.join("k", 11), Role::Waiter);
-    assert_eq!(f.join("k", 12), Role::Waiter);
+    let Role::Waiter(slot) = f.join("k", 11) else {
+        panic!("joins the call in flight")
+    };
+    assert!(matches!(f.join("k", 12), Role::Waiter(_)));
     assert_eq!(f.join("other", 13), Role::Leader);
-    assert_eq!(f.finish("k"), vec![11, 12]);
+    assert_eq!(f.finish("k", &Answer::Inactive), vec![11, 12]);
+    assert_eq!(
+        *slot.borrow(),
+        Some(Answer::Inactive),
+        "the waiters' answer"
+    );
     assert_eq!(f.len(), 1);
     assert_eq!(
         f.join("k", 14),
         Role::Leader,
         "a finished call is not joined"
     );
-    assert!(f.finish("nope").is_empty());
+    assert!(f.finish("nope", &Answer::Inactive).is_empty());
+}
+
+/// The policy as Envoy runs it: the leader's call, its waiters, the client-sent gateway headers.
+mod deployed {
+    use super::*;
+    use palisade_kit::testing::TestPolicy;
+    use palisade_kit::Direction;
+
+    fn deploy(envoy: &TestEnvoy) -> TestPolicy<TokenIntrospection> {
+        envoy.add_cluster("idp");
+        let config = json!({"introspectionUrl": "http://127.0.0.1:4000/introspect",
+            "cluster": "idp", "authorizationValue": "Basic aW50cm86c2VjcmV0",
+            "exposeHeaders": true});
+        envoy
+            .deploy::<TokenIntrospection>(&config.to_string())
+            .unwrap()
+    }
+
+    fn ask(p: &TestPolicy<TokenIntrospection>, token: &str) -> (Verdict, TestRequest) {
+        let mut req = p.request(0);
+        req.add_header("authorization", &format!("Bearer {token}"))
+            .add_header("x-agw-role", "admin")
+            .add_header("x-agw-active", "true");
+        (p.send(&mut req), req)
+    }
+
+    #[test]
+    fn one_call_answers_the_leader_and_its_waiters() {
+        let envoy = TestEnvoy::new(1);
+        let p = deploy(&envoy);
+        let (v1, leader) = ask(&p, "t");
+        let (v2, waiter) = ask(&p, "t");
+        assert_eq!((v1, v2), (Verdict::Pause, Verdict::Pause));
+        let calls = envoy.http_calls();
+        assert_eq!(calls.len(), 1, "one call for both");
+        let body = br#"{"active": true, "sub": "alice"}"#;
+        p.respond(calls[0].token, 200, &[], body);
+        for r in [&leader, &waiter] {
+            assert_eq!(r.resumed(Direction::Request), 1);
+            let headers = r.headers();
+            assert!(
+                headers.iter().all(|(n, _)| n != "x-agw-role"),
+                "forged header removed"
+            );
+            assert!(headers.contains(&("x-agw-sub".into(), "alice".into())));
+            assert!(headers.contains(&("x-agw-active".into(), "true".into())));
+        }
+        assert_eq!(envoy.counter("palisade.token_introspection.coalesced"), 1);
+    }
+
+    #[test]
+    fn waiters_fail_closed_when_their_leader_goes_away() {
+        let envoy = TestEnvoy::new(1);
+        let p = deploy(&envoy);
+        let (_, mut leader) = ask(&p, "t");
+        let (_, waiter) = ask(&p, "t");
+        p.done(&mut leader);
+        assert_eq!(waiter.response().unwrap().status, 503);
+        assert_eq!(p.paused(0), 0);
+    }
+
+    #[test]
+    fn an_oversized_or_failed_answer_is_503() {
+        let envoy = TestEnvoy::new(1);
+        let p = deploy(&envoy);
+        let (_, r) = ask(&p, "big");
+        let calls = envoy.http_calls();
+        p.respond(
+            calls[0].token,
+            200,
+            &[],
+            &vec![b' '; MAX_RESPONSE_BYTES + 1],
+        );
+        assert_eq!(r.response().unwrap().status, 503);
+        let (_, r) = ask(&p, "down");
+        let calls = envoy.http_calls();
+        p.respond(calls[1].token, 503, &[], b"");
+        assert_eq!(r.response().unwrap().status, 503);
+    }
 }
 
 #[test]

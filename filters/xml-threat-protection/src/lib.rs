@@ -1,16 +1,17 @@
 //! `xml-threat-protection`: rejects request bodies that are not well-formed XML, carry a DTD,
 //! or exceed structural limits, before any upstream parser sees them.
 //!
-//! [`config`] reads the configuration, [`scanner`] is the streaming checker, and
-//! [`XmlThreatProtection`] ties them to the kit's body-inspection logic
-//! ([`palisade_kit::body`]), whose proxy-wasm glue runs it in Envoy.
+//! [`config`] reads the configuration, [`scanner`] is the streaming checker (its DTD states in
+//! `scanner/dtd.rs`), and [`XmlThreatProtection`] is the [`Policy`]: its per-request state is
+//! the kit's [`BodyStream`] over an [`XmlScanner`] ([`palisade_kit::body`] decides which bodies
+//! are inspected, holds them until the verdict and answers the denial).
 
 pub mod config;
 pub mod scanner;
 
 use config::Config;
-use palisade_kit::body::{BodyPolicy, BodyRules};
-use palisade_kit::{ConfigError, Host};
+use palisade_kit::body::{BodyRules, BodyStream};
+use palisade_kit::{ConfigError, Host, Policy, Request, Verdict};
 use scanner::{Limits, XmlScanner};
 
 /// The compiled policy.
@@ -19,9 +20,9 @@ pub struct XmlThreatProtection {
     rules: BodyRules,
 }
 
-impl BodyPolicy for XmlThreatProtection {
+impl Policy for XmlThreatProtection {
     const NAME: &'static str = "xml-threat-protection";
-    type Scanner = XmlScanner;
+    type State = BodyStream<XmlScanner>;
 
     fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(config)?;
@@ -39,46 +40,63 @@ impl BodyPolicy for XmlThreatProtection {
         })
     }
 
-    fn rules(&self) -> &BodyRules {
-        &self.rules
+    fn on_request_headers(
+        &self,
+        request: &mut Request<'_, Self::State>,
+        host: &mut impl Host,
+        end_of_stream: bool,
+    ) -> Verdict {
+        let scanner = || XmlScanner::new(self.limits);
+        request
+            .state
+            .on_headers(&self.rules, host, end_of_stream, scanner)
     }
 
-    fn scanner(&self) -> XmlScanner {
-        XmlScanner::new(self.limits)
+    fn on_request_body(
+        &self,
+        request: &mut Request<'_, Self::State>,
+        host: &mut impl Host,
+        buffered: usize,
+        end_of_stream: bool,
+    ) -> Verdict {
+        request
+            .state
+            .on_body(&self.rules, host, buffered, end_of_stream)
+    }
+
+    fn on_request_trailers(
+        &self,
+        request: &mut Request<'_, Self::State>,
+        host: &mut impl Host,
+    ) -> Verdict {
+        request.state.on_trailers(&self.rules, host)
     }
 }
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
-    palisade_kit::body::wasm::start::<XmlThreatProtection>();
+    palisade_kit::wasm::start::<XmlThreatProtection>();
 }}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use palisade_kit::body::testing::send;
-    use palisade_kit::body::Step;
-    use palisade_kit::testing::TestEnvoy;
+    use palisade_kit::testing::{TestEnvoy, TestPolicy};
+    use palisade_kit::Direction;
 
-    fn policy(envoy: &TestEnvoy, config: &str) -> XmlThreatProtection {
-        XmlThreatProtection::configure(config.as_bytes(), &mut envoy.request(0)).unwrap()
+    fn policy(envoy: &TestEnvoy, config: &str) -> TestPolicy<XmlThreatProtection> {
+        envoy.deploy::<XmlThreatProtection>(config).unwrap()
     }
 
     #[test]
     fn denial_names_the_violation_and_offset() {
         let envoy = TestEnvoy::new(1);
         let p = policy(&envoy, r#"{"maxChildCount": 1}"#);
-        let (step, resp) = send(&envoy, &p, "application/xml", "<a><b/></a>", 3, false);
-        assert_eq!((step, resp), (Step::Continue, None));
-        let (step, resp) = send(
-            &envoy,
-            &p,
-            "text/xml; charset=utf-8",
-            "<a><b/><c/></a>",
-            3,
-            false,
-        );
-        assert_eq!(step, Step::Denied);
+        let (verdict, resp) = send(&p, "application/xml", "<a><b/></a>", 3, false);
+        assert_eq!((verdict, resp), (Verdict::Continue, None));
+        let (verdict, resp) = send(&p, "text/xml; charset=utf-8", "<a><b/><c/></a>", 3, false);
+        assert_eq!(verdict, Verdict::Respond);
         let resp = resp.unwrap();
         assert_eq!(resp.status, 400);
         assert_eq!(resp.json()["error"], "xml_threat");
@@ -86,12 +104,12 @@ mod tests {
             resp.json()["message"],
             "maxChildCount (1) exceeded at byte 8"
         );
-        let (_, resp) = send(&envoy, &p, "application/soap+xml", "<a>", 1, true);
+        let (_, resp) = send(&p, "application/soap+xml", "<a>", 1, true);
         assert_eq!(
             resp.unwrap().json()["message"],
             "unexpected end of document at byte 3"
         );
-        let (_, resp) = send(&envoy, &p, "application/xml", "<!DOCTYPE a><a/>", 4, false);
+        let (_, resp) = send(&p, "application/xml", "<!DOCTYPE a><a/>", 4, false);
         assert_eq!(
             resp.unwrap().json()["message"],
             "DOCTYPE not allowed (allowDtd is false) at byte 8"
@@ -112,17 +130,50 @@ mod tests {
         let envoy = TestEnvoy::new(1);
         let p = policy(&envoy, "{}");
         assert_eq!(
-            send(&envoy, &p, "application/json", "<a>", 1, false).0,
-            Step::Continue
+            send(&p, "application/json", "<a>", 1, false).0,
+            Verdict::Continue
         );
         assert_eq!(
-            send(&envoy, &p, "application/atom+xml", "<a>", 1, false).0,
-            Step::Denied
+            send(&p, "application/atom+xml", "<a>", 1, false).0,
+            Verdict::Respond
         );
         let all = policy(&envoy, r#"{"checkAllBodies": true}"#);
         assert_eq!(
-            send(&envoy, &all, "text/plain", "<a>", 1, false).0,
-            Step::Denied
+            send(&all, "text/plain", "<a>", 1, false).0,
+            Verdict::Respond
         );
+    }
+
+    #[test]
+    fn the_body_goes_upstream_only_once_accepted() {
+        let envoy = TestEnvoy::new(1);
+        let p = policy(&envoy, r#"{"maxNodeDepth": 2}"#);
+        let mut req = p.request(0);
+        req.add_header("content-type", "application/xml");
+        assert_eq!(p.request_headers(&mut req, false), Verdict::Continue);
+        assert_eq!(p.request_body(&mut req, b"<a><b>", false), Verdict::Pause);
+        assert_eq!(p.request_body(&mut req, b"</b>", false), Verdict::Pause);
+        assert!(req.forwarded_body(Direction::Request).is_empty());
+        assert_eq!(p.request_body(&mut req, b"</a>", true), Verdict::Continue);
+        assert_eq!(req.forwarded_body(Direction::Request), b"<a><b></b></a>");
+        p.done(&mut req);
+
+        let mut req = p.request(0);
+        assert_eq!(
+            p.send_body(&mut req, b"<a><b><c/></b></a>", 3),
+            Verdict::Respond
+        );
+        assert!(req.forwarded_body(Direction::Request).is_empty());
+        assert_eq!(req.response().unwrap().status, 400);
+        p.done(&mut req);
+    }
+
+    #[test]
+    fn an_invalid_configuration_is_refused_naming_the_field() {
+        let envoy = TestEnvoy::new(1);
+        let refused = envoy.deploy::<XmlThreatProtection>(r#"{"maxNodeDepth": -2}"#);
+        let logged = refused.err().unwrap();
+        assert!(logged.starts_with("xml-threat-protection: "), "{logged}");
+        assert!(logged.contains("maxNodeDepth"), "{logged}");
     }
 }

@@ -14,9 +14,16 @@
 //! and processing instructions, the XML declaration only at the start, `]]>` outside CDATA,
 //! valid UTF-8 and XML characters. Names are compared by their 64-bit FNV-1a hash, so two
 //! different names crafted to collide would be taken as equal (a mismatched end tag accepted):
-//! that can only let one malformed document through, never amplify work. Names are checked as ASCII name characters plus any
-//! non-ASCII character (the finer Unicode name classes are not enforced).
+//! that can only let one malformed document through, never amplify work. Names are checked as
+//! ASCII name characters plus any non-ASCII character (the finer Unicode name classes are not
+//! enforced).
+//!
+//! This module reads the document itself; the DOCTYPE (its states, the entities it declares and
+//! what references to them expand to) is read by the `dtd` submodule (`scanner/dtd.rs`).
 
+mod dtd;
+
+use dtd::{Dtd, DtdState};
 use palisade_kit::body::{BodyScanner, Latch, Violation};
 use std::collections::{HashMap, HashSet};
 
@@ -146,39 +153,10 @@ enum State {
         value: u32,
         digits: u32,
     },
-    /// After `<!DOCTYPE`: whitespace, then the root element name.
-    DoctypeSpace { seen_ws: bool },
-    /// After the DOCTYPE name: an external ID (skipped, never resolved), `[` or `>`.
-    DoctypeTail { quote: u8 },
-    /// Inside the internal subset.
-    Subset,
-    /// After the internal subset's `]`: `>`.
-    SubsetEnd,
-    /// After `<` in the internal subset.
-    SubsetLt,
-    /// After `<!` in the internal subset.
-    SubsetBang,
-    /// Reading a declaration keyword (`ENTITY`, `ELEMENT`, ...).
-    DeclKeyword,
-    /// After `<!ENTITY`: whitespace, then the name.
-    EntitySpace,
-    /// After an entity name: a value literal or an external ID.
-    EntityDef { quote: u8, external: bool },
-    /// Inside an entity value literal.
-    EntityValue,
-    /// Skipping the rest of a declaration to its `>`, quoted strings respected.
-    DeclSkip { quote: u8 },
+    /// Inside the DOCTYPE: see [`DtdState`].
+    Dtd(DtdState),
     /// The root element is closed: whitespace, comments and PIs may follow.
     Done,
-}
-
-/// One declared general entity.
-#[derive(Debug, Clone, Copy)]
-struct Entity {
-    /// Characters its replacement text expands to.
-    len: u64,
-    /// Declared with SYSTEM/PUBLIC: never resolved, any reference is refused.
-    external: bool,
 }
 
 /// An open element.
@@ -290,14 +268,8 @@ pub struct XmlScanner {
     text_len: u64,
     text_nonblank: bool,
     text_brackets: u8,
-    /// Declared entities (name hash → entity), the one being declared, total expansion.
-    entities: NameMap<Entity>,
-    entity_name: u64,
-    entity_quote: u8,
-    entity_len: u64,
-    expanded: u64,
-    keyword: [u8; 8],
-    keyword_len: usize,
+    /// Declared entities, the declaration being read, total expansion.
+    dtd: Dtd,
     failed: Latch,
 }
 
@@ -331,13 +303,7 @@ impl XmlScanner {
             text_len: 0,
             text_nonblank: false,
             text_brackets: 0,
-            entities: NameMap::default(),
-            entity_name: 0,
-            entity_quote: 0,
-            entity_len: 0,
-            expanded: 0,
-            keyword: [0; 8],
-            keyword_len: 0,
+            dtd: Dtd::default(),
             failed: Latch::default(),
         }
     }
@@ -414,15 +380,6 @@ impl XmlScanner {
         )
     }
 
-    fn add_entity(&mut self, n: u64) -> R {
-        self.entity_len = self.entity_len.saturating_add(n);
-        let max = self.limits.max_entity_expansion;
-        if self.entity_len > max {
-            return Err(self.over("maxEntityExpansion", max));
-        }
-        Ok(())
-    }
-
     /// A reference that expands to `n` characters ends; back to where it appeared.
     fn referenced(&mut self, within: RefIn, n: u64, blank: bool) -> R {
         match within {
@@ -435,40 +392,16 @@ impl XmlScanner {
                 self.add_attr(n)
             }
             RefIn::EntityValue => {
-                self.state = State::EntityValue;
+                self.state = State::Dtd(DtdState::EntityValue);
                 self.add_entity(n)
             }
         }
     }
 
-    /// `&name;` completed.
-    fn entity_reference(&mut self, within: RefIn) -> R {
-        let predefined = [&b"lt"[..], b"gt", b"amp", b"apos", b"quot"]
-            .iter()
-            .any(|p| self.name_len == p.len() as u64 && self.name_hash == hash_ascii(p));
-        if predefined {
-            return self.referenced(within, 1, false);
-        }
-        let Some(entity) = self.entities.get(&self.name_hash).copied() else {
-            return Err(self.bad("reference to an undeclared entity"));
-        };
-        if entity.external {
-            return Err(self.refuse("reference to an external entity (never resolved)"));
-        }
-        if within != RefIn::EntityValue {
-            self.expanded = self.expanded.saturating_add(entity.len);
-            let max = self.limits.max_entity_expansion;
-            if self.expanded > max {
-                return Err(self.over("maxEntityExpansion", max));
-            }
-        }
-        self.referenced(within, entity.len, false)
-    }
-
     /// The state after a comment or PI closes.
     fn after_markup(&mut self, in_dtd: bool) {
         self.state = if in_dtd {
-            State::Subset
+            State::Dtd(DtdState::Subset)
         } else if !self.seen_root {
             State::Misc
         } else if self.stack.is_empty() {
@@ -533,14 +466,8 @@ impl XmlScanner {
                 }
                 self.state = State::PiAfterTarget { in_dtd };
             }
-            NameOf::Entity => {
-                self.entity_name = hash;
-                self.state = State::EntityDef {
-                    quote: 0,
-                    external: false,
-                };
-            }
-            NameOf::DoctypeRoot => self.state = State::DoctypeTail { quote: 0 },
+            NameOf::Entity => self.entity_named(hash),
+            NameOf::DoctypeRoot => self.state = State::Dtd(DtdState::DoctypeTail { quote: 0 }),
             NameOf::Ref(within) => {
                 if c != u32::from(b';') {
                     return Err(self.bad("invalid reference"));
@@ -579,11 +506,6 @@ impl XmlScanner {
         self.check(self.name_len, self.limits.max_name, "maxNameLength")
     }
 
-    fn declare(&mut self, entity: Entity) {
-        // The first declaration of a name binds (XML 1.0 §4.2).
-        self.entities.entry(self.entity_name).or_insert(entity);
-    }
-
     fn keyword_done(&mut self, after: After) -> R {
         match after {
             After::Comment => {
@@ -605,13 +527,7 @@ impl XmlScanner {
                 };
             }
             After::CData => self.state = State::CData { brackets: 0 },
-            After::Doctype => {
-                if !self.limits.allow_dtd {
-                    return Err(self.refuse("DOCTYPE not allowed (allowDtd is false)"));
-                }
-                self.seen_doctype = true;
-                self.state = State::DoctypeSpace { seen_ws: false };
-            }
+            After::Doctype => self.doctype()?,
         }
         Ok(())
     }
@@ -864,153 +780,7 @@ impl XmlScanner {
                     };
                 }
             }
-            State::DoctypeSpace { seen_ws } => {
-                if is_ws(c) {
-                    self.state = State::DoctypeSpace { seen_ws: true };
-                } else if !seen_ws {
-                    return Err(self.bad(describe(c)));
-                } else {
-                    self.name(NameOf::DoctypeRoot);
-                    self.name_char(NameOf::DoctypeRoot, c)?;
-                    if self.name_len == 0 {
-                        return Err(self.bad(describe(c)));
-                    }
-                }
-            }
-            State::DoctypeTail { quote } => {
-                if quote != 0 {
-                    if c == u32::from(quote) {
-                        self.state = State::DoctypeTail { quote: 0 };
-                    }
-                } else {
-                    match c {
-                        0x22 | 0x27 => self.state = State::DoctypeTail { quote: c as u8 },
-                        0x5b => self.state = State::Subset,
-                        0x3e => self.state = State::Misc,
-                        0x3c => return Err(self.bad(describe(c))),
-                        _ => {}
-                    }
-                }
-            }
-            State::Subset => match c {
-                0x3c => self.state = State::SubsetLt,
-                0x5d => self.state = State::SubsetEnd,
-                0x25 => return Err(self.refuse("parameter entities are not supported")),
-                _ if is_ws(c) => {}
-                _ => return Err(self.bad(describe(c))),
-            },
-            State::SubsetEnd => match c {
-                0x3e => self.state = State::Misc,
-                _ if is_ws(c) => {}
-                _ => return Err(self.bad(describe(c))),
-            },
-            State::SubsetLt => match c {
-                0x21 => self.state = State::SubsetBang,
-                0x3f => {
-                    self.pi_target = [0; 3];
-                    self.name(NameOf::PiTarget { in_dtd: true });
-                }
-                _ => return Err(self.bad(describe(c))),
-            },
-            State::SubsetBang => match c {
-                0x2d => self.state = State::Keyword(b"-", 0, After::DtdComment),
-                0x41..=0x5a => {
-                    self.keyword[0] = c as u8;
-                    self.keyword_len = 1;
-                    self.state = State::DeclKeyword;
-                }
-                _ => return Err(self.bad(describe(c))),
-            },
-            State::DeclKeyword => {
-                if (0x41..=0x5a).contains(&c) && self.keyword_len < self.keyword.len() {
-                    if let Some(slot) = self.keyword.get_mut(self.keyword_len) {
-                        *slot = c as u8;
-                    }
-                    self.keyword_len += 1;
-                } else if is_ws(c) {
-                    self.state = match self.keyword.get(..self.keyword_len) {
-                        Some(b"ENTITY") => State::EntitySpace,
-                        Some(b"ELEMENT" | b"ATTLIST" | b"NOTATION") => State::DeclSkip { quote: 0 },
-                        _ => return Err(self.bad("unknown markup declaration")),
-                    };
-                } else {
-                    return Err(self.bad(describe(c)));
-                }
-            }
-            State::EntitySpace => match c {
-                0x25 => return Err(self.refuse("parameter entities are not supported")),
-                _ if is_ws(c) => {}
-                _ => {
-                    self.name(NameOf::Entity);
-                    self.name_char(NameOf::Entity, c)?;
-                    if self.name_len == 0 {
-                        return Err(self.bad(describe(c)));
-                    }
-                }
-            },
-            State::EntityDef { quote, external } => {
-                if quote != 0 {
-                    if c == u32::from(quote) {
-                        self.state = State::EntityDef { quote: 0, external };
-                    }
-                } else {
-                    match c {
-                        0x22 | 0x27 if !external => {
-                            self.entity_len = 0;
-                            self.entity_quote = c as u8;
-                            self.state = State::EntityValue;
-                        }
-                        0x22 | 0x27 => {
-                            self.state = State::EntityDef {
-                                quote: c as u8,
-                                external,
-                            }
-                        }
-                        0x3e if external => {
-                            self.declare(Entity {
-                                len: 0,
-                                external: true,
-                            });
-                            self.state = State::Subset;
-                        }
-                        // SYSTEM or PUBLIC: an external entity; its identifiers are skipped.
-                        0x53 | 0x50 if !external => {
-                            self.state = State::EntityDef {
-                                quote: 0,
-                                external: true,
-                            }
-                        }
-                        _ if is_ws(c) || external => {}
-                        _ => return Err(self.bad(describe(c))),
-                    }
-                }
-            }
-            State::EntityValue => match c {
-                _ if c == u32::from(self.entity_quote) => {
-                    self.declare(Entity {
-                        len: self.entity_len,
-                        external: false,
-                    });
-                    self.state = State::DeclSkip { quote: 0 };
-                }
-                0x26 => self.state = State::Ref(RefIn::EntityValue),
-                0x25 => return Err(self.refuse("parameter entities are not supported")),
-                0x3c => return Err(self.refuse("markup in entity values is not supported")),
-                _ => self.add_entity(1)?,
-            },
-            State::DeclSkip { quote } => {
-                if quote != 0 {
-                    if c == u32::from(quote) {
-                        self.state = State::DeclSkip { quote: 0 };
-                    }
-                } else {
-                    match c {
-                        0x22 | 0x27 => self.state = State::DeclSkip { quote: c as u8 },
-                        0x3e => self.state = State::Subset,
-                        _ => {}
-                    }
-                }
-            }
+            State::Dtd(state) => self.dtd_char(state, c)?,
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 //!
 //! Usage: `palisade-bench [group...]`; groups are policy names (default: all).
 
-use palisade_tests::{Filter, GatewayBuilder};
+use palisade_tests::{ClientTls, Filter, GatewayBuilder, ServerTls};
 use std::process::Command;
 
 /// What a configuration is compared as.
@@ -26,6 +26,19 @@ pub struct Row {
     label: String,
     kind: Kind,
     gateway: GatewayBuilder,
+    /// For a TLS gateway: the client-side Envoy's TLS (see [`Row::over_tls`]).
+    front: Option<ClientTls>,
+}
+
+impl Row {
+    /// Serves this configuration over TLS. wrk cannot present client certificates, so the load
+    /// goes through a client-side Envoy (1 worker, pinned to core 1 with wrk, not measured) that
+    /// keeps HTTP/1.1 connections to the gateway open and connects as `client`.
+    pub fn over_tls(mut self, server: ServerTls, client: ClientTls) -> Row {
+        self.gateway = self.gateway.tls(server);
+        self.front = Some(client);
+        self
+    }
 }
 
 /// A comparison: the same request through each configuration.
@@ -52,6 +65,7 @@ pub fn row(label: &str, kind: Kind, filters: Vec<Filter>) -> Row {
         label: label.into(),
         kind,
         gateway,
+        front: None,
     }
 }
 
@@ -62,6 +76,7 @@ pub fn bare() -> Row {
 
 mod basic_auth;
 mod body;
+mod client_certificate;
 mod client_id_enforcement;
 mod cors;
 mod ip_filter;
@@ -83,6 +98,7 @@ fn groups() -> Vec<Group> {
         jwt_validation::es256_group(),
         token_introspection::group(),
         basic_auth::group(),
+        client_certificate::group(),
         json_threat_protection::group(),
         json_threat_protection::small_group(),
         rate_limiting::group(),
@@ -209,7 +225,20 @@ fn measure(row: &Row, headers: &[(&str, String)]) -> Sample {
     let _ = Command::new("taskset")
         .args(["-a", "-cp", "0", &gw.pid().to_string()])
         .output();
-    let url = format!("http://{}/bench", gw.addr());
+    // A TLS gateway is loaded through a client-side Envoy on wrk's core.
+    let front = row.front.as_ref().map(|client| {
+        let front = GatewayBuilder::new()
+            .concurrency(1)
+            .upstream_port(gw.addr().port())
+            .upstream_tls(client)
+            .start();
+        let _ = Command::new("taskset")
+            .args(["-a", "-cp", "1", &front.pid().to_string()])
+            .output();
+        front
+    });
+    let target = front.as_ref().unwrap_or(&gw);
+    let url = format!("http://{}/bench", target.addr());
     let dir = palisade_tests::scratch_dir("bench");
     let script = lua_script(&dir, headers);
     // Check the configuration really serves (a denied request would measure the wrong thing).
@@ -222,10 +251,10 @@ fn measure(row: &Row, headers: &[(&str, String)]) -> Sample {
     }
     // Policies that load state in the background (a registry, keys) may need a moment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut status = gw.send(&probe).status;
+    let mut status = target.send(&probe).status;
     while status != 200 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(200));
-        status = gw.send(&probe).status;
+        status = target.send(&probe).status;
     }
     assert_eq!(
         status, 200,
