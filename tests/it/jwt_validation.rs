@@ -105,6 +105,22 @@ fn real_provider_tokens_rsa_and_ec_with_discovery_scopes_and_claims() {
     let hits = upstream.hits();
     assert_eq!(hits, 8);
 
+    // A CORS preflight passes without a token, but never with a client's copy of a header the
+    // policy sets from claims.
+    let forged_preflight = Request::new("OPTIONS", "/orders")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header("x-client-sub", "admin");
+    for resp in [gw.send(&forged_preflight), gw.send_h2(&forged_preflight)] {
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(
+            resp.upstream_header("x-client-sub"),
+            None,
+            "forged header stripped"
+        );
+    }
+    let hits = upstream.hits();
+
     // Missing token, another scheme, wrong audience, opaque token, missing scope.
     let missing = gw.send(&Request::get("/orders"));
     assert_denied(&missing, 401, "missing_token");

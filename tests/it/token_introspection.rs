@@ -56,8 +56,17 @@ fn active_revoked_and_unknown_tokens_with_cache_hits_counted_at_the_provider() {
         json!({"scopes": "orders:read", "exposeHeaders": true}),
     );
     let active = op.token(ORDERS, "orders:read orders:write", None);
-    let ok = gw.send(&bearer(&active).header("x-agw-client_id", "spoofed"));
+    let ok = gw.send(
+        &bearer(&active)
+            .header("x-agw-client_id", "spoofed")
+            .header("x-agw-role", "admin"),
+    );
     assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        ok.upstream_header("x-agw-role"),
+        None,
+        "the gateway's header namespace is the gateway's"
+    );
     assert_eq!(
         ok.upstream_header("x-agw-client_id").as_deref(),
         Some("orders-client")
@@ -72,7 +81,6 @@ fn active_revoked_and_unknown_tokens_with_cache_hits_counted_at_the_provider() {
         1,
         "cache hits do not call the server"
     );
-
     let revoked = op.token(ORDERS, "orders:read", None);
     op.revoke(&revoked);
     let resp = gw.send(&bearer(&revoked));
@@ -109,6 +117,22 @@ fn active_revoked_and_unknown_tokens_with_cache_hits_counted_at_the_provider() {
         gw.metric("palisade_token_introspection_forbidden"),
         Some(1.0)
     );
+
+    // A CORS preflight passes unauthenticated, without any client-sent `x-agw-*` header.
+    let forged_preflight = Request::new("OPTIONS", "/orders")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header("x-agw-client_id", "orders-client")
+        .header("x-agw-scope", "orders:admin");
+    let pre = gw.send(&forged_preflight);
+    assert_eq!(pre.status, 200, "{}", pre.text());
+    for name in ["x-agw-client_id", "x-agw-scope"] {
+        assert_eq!(
+            pre.upstream_header(name),
+            None,
+            "{name} forged on a preflight"
+        );
+    }
 }
 
 #[test]

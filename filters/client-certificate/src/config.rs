@@ -1,6 +1,5 @@
 //! The `client-certificate` configuration: the JSON contract and its compilation.
 
-use crate::x509::hex_value;
 use palisade_kit::{config, ConfigError, Denial, DenialOverride};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -243,15 +242,7 @@ fn check_subject(entry: &str) -> Result<(), String> {
 
 /// A fingerprint as hex, case-insensitive, colons allowed.
 pub fn parse_fingerprint(text: &str) -> Option<Fingerprint> {
-    let digits: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
-    if digits.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        *byte = hex_value(pair[0])? << 4 | hex_value(pair[1])?;
-    }
-    Some(out)
+    palisade_kit::secret::parse_sha256_hex(&text.replace(':', ""))
 }
 
 #[cfg(test)]

@@ -7,6 +7,11 @@
 //! `dNSName` (`[2]`) and `uniformResourceIdentifier` (`[6]`). Nothing else is interpreted: Envoy
 //! has already validated the certificate. Every read is bounds-checked; malformed input yields
 //! `None`, never a panic.
+//!
+//! Written by hand rather than with `x509-cert` (RustCrypto): decoding a whole certificate with
+//! it added about 88 KB to a wasm module after `wasm-opt -Oz` (measured: 117 KB against a 29 KB
+//! baseline with the same std use), some 40 % of this policy's artifact, for one extension whose
+//! DER walk is the hundred lines below.
 
 use base64::Engine;
 
@@ -65,7 +70,7 @@ fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The value of one hex digit.
-pub fn hex_value(digit: u8) -> Option<u8> {
+fn hex_value(digit: u8) -> Option<u8> {
     match digit {
         b'0'..=b'9' => Some(digit - b'0'),
         b'a'..=b'f' => Some(digit - b'a' + 10),

@@ -8,14 +8,15 @@
 //! yet), the body is kept buffered in Envoy until the verdict, and the verdict completes at end
 //! of stream or in the trailers (HTTP/2 bodies followed by trailers never carry end-of-stream on
 //! a data frame). A rejected body therefore never reaches the upstream, not even in part (its
-//! headers may have: see [`BodyStream::on_headers`]). A body policy's glue is three one-line
-//! callbacks that hand each phase to its [`BodyStream`].
+//! headers may have: see [`BodyStream::on_headers`]). A request-body policy implements
+//! [`BodyPolicy`] (its name, configuration, rules and scanner) and is then a
+//! [`Policy`](crate::Policy) whose per-request state is a [`BodyStream`].
 
 use crate::config::ConfigError;
 use crate::denial::{Denial, DenialOverride};
 use crate::host::{BodyBuffer, Host, LogLevel};
 use crate::metrics::Counter;
-use crate::runtime::Verdict;
+use crate::runtime::{Policy, Request, Verdict};
 
 /// Why a body was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,6 +284,63 @@ impl BodyRules {
             .collect();
         // If even the local reply fails, the request stays paused and never reaches upstream.
         let _ = host.send_response(self.status, &headers, &body);
+    }
+}
+
+/// A request-body policy: its rules and a scanner per body. Every `BodyPolicy` is a
+/// [`Policy`] (the kit's blanket implementation hands the request headers, body and trailers
+/// to the request's [`BodyStream`]), so its glue is the one `wasm::start` line.
+pub trait BodyPolicy: Sized + 'static {
+    /// The policy's name (kebab-case; also its artifact and metric name).
+    const NAME: &'static str;
+    /// The streaming validator.
+    type Scanner: BodyScanner + 'static;
+    /// Compiles the JSON configuration; `host` is available to define metrics.
+    fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError>;
+    /// The inspection rules.
+    fn rules(&self) -> &BodyRules;
+    /// A fresh scanner for one body.
+    fn scanner(&self) -> Self::Scanner;
+}
+
+impl<P: BodyPolicy> Policy for P {
+    const NAME: &'static str = P::NAME;
+    type State = BodyStream<P::Scanner>;
+
+    fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
+        <P as BodyPolicy>::configure(config, host)
+    }
+
+    fn on_request_headers(
+        &self,
+        request: &mut Request<'_, Self::State>,
+        host: &mut impl Host,
+        end_of_stream: bool,
+    ) -> Verdict {
+        let scanner = || self.scanner();
+        request
+            .state
+            .on_headers(self.rules(), host, end_of_stream, scanner)
+    }
+
+    fn on_request_body(
+        &self,
+        request: &mut Request<'_, Self::State>,
+        host: &mut impl Host,
+        buffered: usize,
+        end_of_stream: bool,
+    ) -> Verdict {
+        request
+            .state
+            .on_body(self.rules(), host, buffered, end_of_stream)
+    }
+
+    fn on_request_trailers(
+        &self,
+        request: &mut Request<'_, Self::State>,
+        host: &mut impl Host,
+    ) -> Verdict {
+        request.state.on_trailers(self.rules(), host)
     }
 }
 
@@ -580,43 +638,19 @@ mod tests {
 
     struct BangPolicy(BodyRules);
 
-    impl crate::Policy for BangPolicy {
+    impl BodyPolicy for BangPolicy {
         const NAME: &'static str = "bang";
-        type State = BodyStream<Bang>;
+        type Scanner = Bang;
         fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
             let denial: Option<DenialOverride> = crate::config::parse(config)?;
             let media = MediaTypes::new(&["application/json"], "+json", false);
-            BodyRules::new(Self::NAME, "bang", media, Some(10), denial.as_ref(), host)
-                .map(BangPolicy)
+            BodyRules::new("bang", "bang", media, Some(10), denial.as_ref(), host).map(BangPolicy)
         }
-        fn on_request_headers(
-            &self,
-            request: &mut crate::Request<'_, Self::State>,
-            host: &mut impl Host,
-            end_of_stream: bool,
-        ) -> Verdict {
-            let scanner = || Bang { at: 0, last: 0 };
-            request
-                .state
-                .on_headers(&self.0, host, end_of_stream, scanner)
+        fn rules(&self) -> &BodyRules {
+            &self.0
         }
-        fn on_request_body(
-            &self,
-            request: &mut crate::Request<'_, Self::State>,
-            host: &mut impl Host,
-            buffered: usize,
-            end_of_stream: bool,
-        ) -> Verdict {
-            request
-                .state
-                .on_body(&self.0, host, buffered, end_of_stream)
-        }
-        fn on_request_trailers(
-            &self,
-            request: &mut crate::Request<'_, Self::State>,
-            host: &mut impl Host,
-        ) -> Verdict {
-            request.state.on_trailers(&self.0, host)
+        fn scanner(&self) -> Bang {
+            Bang { at: 0, last: 0 }
         }
     }
 
@@ -686,6 +720,16 @@ mod tests {
     }
 
     #[test]
+    fn a_body_accepted_at_its_trailers_goes_on_whole() {
+        let envoy = TestEnvoy::new(1);
+        let p = deploy(&envoy, "");
+        let (verdicts, resp, upstream) = run(&p, None, &["ab", "cd"], true);
+        assert_eq!(verdicts.last(), Some(&Verdict::Continue));
+        assert!(resp.is_none());
+        assert_eq!(upstream, b"abcd");
+    }
+
+    #[test]
     fn rejects_as_soon_as_the_offending_chunk_arrives() {
         let envoy = TestEnvoy::new(1);
         let p = deploy(&envoy, "");
@@ -718,7 +762,7 @@ mod tests {
     #[test]
     fn a_body_the_host_cannot_hand_over_is_rejected() {
         let envoy = TestEnvoy::new(1);
-        let p = <BangPolicy as crate::Policy>::configure(b"", &mut envoy.request(0)).unwrap();
+        let p = <BangPolicy as BodyPolicy>::configure(b"", &mut envoy.request(0)).unwrap();
         let mut req = envoy.request(0);
         let mut stream = BodyStream::default();
         let scanner = || Bang { at: 0, last: 0 };

@@ -179,16 +179,6 @@ impl<S: Source> Fetcher<S> {
         }
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &FetchSettings {
-        &self.settings
-    }
-
-    /// The source.
-    pub fn source(&self) -> &S {
-        &self.source
-    }
-
     /// The shared schedule as it is now.
     pub fn schedule(&self, host: &impl Host) -> Schedule {
         let current = host.shared_get(&self.schedule_key).ok().and_then(|v| v.0);

@@ -305,6 +305,45 @@ pub fn rate_limited(message: &str, denial: Option<&DenialOverride>) -> Result<De
     Denial::new(429, "rate_limited", message).overridden(denial, "denial")
 }
 
+/// Test helpers for quota policies' `X-Ratelimit-*` headers.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing {
+    use crate::host::HeaderMap;
+    use crate::runtime::{Policy, Verdict};
+    use crate::testing::{TestPolicy, TestRequest};
+
+    /// The `X-Ratelimit-*` headers [`super::RateHeaders`] writes, to compare with.
+    pub fn rate_headers(limit: u64, remaining: u64, reset_ms: u64) -> Vec<(String, String)> {
+        [
+            ("limit", limit),
+            ("remaining", remaining),
+            ("reset", reset_ms),
+        ]
+        .iter()
+        .map(|(n, v)| (format!("x-ratelimit-{n}"), v.to_string()))
+        .collect()
+    }
+
+    /// Runs the response phase of `req` (the upstream answered 200 with `upstream` headers),
+    /// ends the request, and returns the `X-Ratelimit-*` headers the client gets.
+    pub fn response_rate_headers<P: Policy>(
+        policy: &TestPolicy<P>,
+        req: &mut TestRequest,
+        upstream: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        req.add_to(HeaderMap::Response, ":status", "200");
+        for (name, value) in upstream {
+            req.add_to(HeaderMap::Response, name, value);
+        }
+        assert_eq!(policy.response_headers(req, true), Verdict::Continue);
+        policy.done(req);
+        req.map(HeaderMap::Response)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("x-ratelimit-"))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -239,13 +239,6 @@ pub struct Stream<P: Policy> {
     state: Rc<RefCell<P::State>>,
 }
 
-impl<P: Policy> Stream<P> {
-    /// The context id.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-}
-
 /// A paused request: its state, and the direction to resume.
 type Paused<S> = (Rc<RefCell<S>>, Direction);
 

@@ -16,7 +16,8 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// Parses a 64-character hex SHA-256 (either case).
 pub fn parse_sha256_hex(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
+    // `from_str_radix` alone would also take a sign (`+f`).
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -48,5 +49,6 @@ mod tests {
         assert!(!matches_sha256(b"abd", &h));
         assert_eq!(parse_sha256_hex("zz"), None);
         assert_eq!(parse_sha256_hex(&"g".repeat(64)), None);
+        assert_eq!(parse_sha256_hex(&"+a".repeat(32)), None, "no signs");
     }
 }

@@ -54,7 +54,30 @@ struct Exchange {
     forwarded: HashMap<Direction, Vec<u8>>,
     /// Whether the policy holds the body buffered (its last body callback paused).
     holding: HashMap<Direction, bool>,
+    /// Whether the policy paused at the headers: Envoy then buffers body data without calling
+    /// the policy until it resumes.
+    stopped_at_headers: HashMap<Direction, bool>,
     gone: bool,
+}
+
+impl Exchange {
+    /// The body held in `direction` goes on (upstream for the request).
+    fn pass_on(&mut self, direction: Direction) {
+        self.holding.insert(direction, false);
+        let passed = self
+            .bodies
+            .remove(&body_buffer(direction))
+            .unwrap_or_default();
+        self.forwarded.entry(direction).or_default().extend(passed);
+    }
+}
+
+/// The body buffer of a direction.
+fn body_buffer(direction: Direction) -> BodyBuffer {
+    match direction {
+        Direction::Request => BodyBuffer::Request,
+        Direction::Response => BodyBuffer::Response,
+    }
 }
 
 struct Queue {
@@ -385,6 +408,14 @@ impl TestRequest {
         self.id
     }
 
+    /// Records whether a headers callback paused (Envoy then buffers the body unseen).
+    fn stop_at_headers(&self, direction: Direction, verdict: Verdict) {
+        self.own()
+            .borrow_mut()
+            .stopped_at_headers
+            .insert(direction, verdict == Verdict::Pause);
+    }
+
     fn own(&self) -> Rc<RefCell<Exchange>> {
         self.envoy.exchange(self.id)
     }
@@ -591,17 +622,9 @@ impl Host for TestRequest {
             return Err(HostError::BadArgument);
         }
         exchange.resumed.push(direction);
-        if exchange.holding.insert(direction, false) == Some(true) {
-            let buffer = match direction {
-                Direction::Request => BodyBuffer::Request,
-                Direction::Response => BodyBuffer::Response,
-            };
-            let held = exchange.bodies.remove(&buffer).unwrap_or_default();
-            exchange
-                .forwarded
-                .entry(direction)
-                .or_default()
-                .extend(held);
+        exchange.stopped_at_headers.insert(direction, false);
+        if exchange.holding.get(&direction) == Some(&true) {
+            exchange.pass_on(direction);
         }
         Ok(())
     }
@@ -765,7 +788,9 @@ impl<P: Policy> TestPolicy<P> {
     pub fn request_headers(&self, req: &mut TestRequest, end_of_stream: bool) -> Verdict {
         let stream = self.stream(req);
         req.effective.set(req.id);
-        self.vm(req).on_request_headers(&stream, req, end_of_stream)
+        let verdict = self.vm(req).on_request_headers(&stream, req, end_of_stream);
+        req.stop_at_headers(Direction::Request, verdict);
+        verdict
     }
 
     /// A request without a body: its headers phase.
@@ -792,7 +817,9 @@ impl<P: Policy> TestPolicy<P> {
     }
 
     /// A request body chunk arrives: Envoy hands the policy everything it holds buffered (its
-    /// last body callback paused) plus `chunk`.
+    /// last body callback paused) plus `chunk`. While the request is paused at its headers,
+    /// Envoy only buffers the chunk (the policy is not called: [`Verdict::Pause`]); the next
+    /// chunk after it resumes brings all of it.
     pub fn request_body(
         &self,
         req: &mut TestRequest,
@@ -806,15 +833,22 @@ impl<P: Policy> TestPolicy<P> {
     pub fn request_trailers(&self, req: &mut TestRequest) -> Verdict {
         let stream = self.stream(req);
         req.effective.set(req.id);
-        self.vm(req).on_request_trailers(&stream, req)
+        let verdict = self.vm(req).on_request_trailers(&stream, req);
+        if verdict == Verdict::Continue {
+            req.own().borrow_mut().pass_on(Direction::Request);
+        }
+        verdict
     }
 
     /// The response headers arrive (add upstream headers first with [`TestRequest::add_to`]).
     pub fn response_headers(&self, req: &mut TestRequest, end_of_stream: bool) -> Verdict {
         let stream = self.stream(req);
         req.effective.set(req.id);
-        self.vm(req)
-            .on_response_headers(&stream, req, end_of_stream)
+        let verdict = self
+            .vm(req)
+            .on_response_headers(&stream, req, end_of_stream);
+        req.stop_at_headers(Direction::Response, verdict);
+        verdict
     }
 
     /// A response body chunk arrives.
@@ -834,16 +868,16 @@ impl<P: Policy> TestPolicy<P> {
         chunk: &[u8],
         end_of_stream: bool,
     ) -> Verdict {
-        let buffer = match direction {
-            Direction::Request => BodyBuffer::Request,
-            Direction::Response => BodyBuffer::Response,
-        };
         let buffered = {
             let exchange = req.own();
             let mut exchange = exchange.borrow_mut();
-            let bytes = exchange.bodies.entry(buffer).or_default();
+            let bytes = exchange.bodies.entry(body_buffer(direction)).or_default();
             bytes.extend_from_slice(chunk);
-            bytes.len()
+            let buffered = bytes.len();
+            if exchange.stopped_at_headers.get(&direction) == Some(&true) {
+                return Verdict::Pause;
+            }
+            buffered
         };
         let stream = self.stream(req);
         req.effective.set(req.id);
@@ -858,15 +892,7 @@ impl<P: Policy> TestPolicy<P> {
             Verdict::Pause => {
                 exchange.holding.insert(direction, true);
             }
-            Verdict::Continue => {
-                exchange.holding.insert(direction, false);
-                let passed = exchange.bodies.remove(&buffer).unwrap_or_default();
-                exchange
-                    .forwarded
-                    .entry(direction)
-                    .or_default()
-                    .extend(passed);
-            }
+            Verdict::Continue => exchange.pass_on(direction),
             Verdict::Respond => {}
         }
         verdict
@@ -1040,5 +1066,58 @@ mod tests {
         );
         let token = r.dispatch_http_call("idp", &full, None, 100).unwrap();
         assert_eq!(envoy.http_calls()[0].token, token);
+    }
+
+    /// Holds every request at its headers until woken by a tick.
+    struct Hold(std::cell::RefCell<Vec<u32>>);
+
+    impl Policy for Hold {
+        const NAME: &'static str = "hold";
+        type State = ();
+        fn configure(_: &[u8], _: &mut impl Host) -> Result<Self, crate::ConfigError> {
+            Ok(Hold(Default::default()))
+        }
+        fn tick_period_ms(&self) -> u32 {
+            10
+        }
+        fn on_tick(&self, _: &mut impl Host, wakes: &mut crate::Wakes) {
+            wakes.wake_all(self.0.borrow_mut().drain(..));
+        }
+        fn on_request_headers(
+            &self,
+            r: &mut crate::Request<'_, ()>,
+            _: &mut impl Host,
+            _: bool,
+        ) -> Verdict {
+            self.0.borrow_mut().push(r.id);
+            Verdict::Pause
+        }
+        fn on_request_body(
+            &self,
+            _: &mut crate::Request<'_, ()>,
+            _: &mut impl Host,
+            _: usize,
+            _: bool,
+        ) -> Verdict {
+            Verdict::Continue
+        }
+    }
+
+    #[test]
+    fn a_request_paused_at_its_headers_gets_no_body_until_resumed() {
+        let envoy = TestEnvoy::new(1);
+        let p = envoy.deploy::<Hold>("").unwrap();
+        let mut req = p.request(0);
+        assert_eq!(p.request_headers(&mut req, false), Verdict::Pause);
+        assert_eq!(
+            p.request_body(&mut req, b"ab", false),
+            Verdict::Pause,
+            "buffered unseen"
+        );
+        assert!(req.forwarded_body(Direction::Request).is_empty());
+        p.tick(10);
+        assert_eq!(req.resumed(Direction::Request), 1);
+        assert_eq!(p.request_body(&mut req, b"cd", true), Verdict::Continue);
+        assert_eq!(req.forwarded_body(Direction::Request), b"abcd");
     }
 }

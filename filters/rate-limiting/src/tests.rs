@@ -1,41 +1,11 @@
 use super::*;
 use palisade_kit::identity::Identity;
+use palisade_kit::quota::testing::{rate_headers, response_rate_headers as response};
 use palisade_kit::testing::{TestEnvoy, TestPolicy, TestRequest};
-use palisade_kit::HeaderMap;
 use std::rc::Rc;
 
 fn limiter(envoy: &TestEnvoy, config: &str) -> TestPolicy<RateLimiter> {
     envoy.deploy::<RateLimiter>(config).unwrap()
-}
-
-/// The response phase of an allowed request (the upstream answered with `upstream` headers);
-/// returns the `X-Ratelimit-*` headers the client gets.
-fn response(
-    rl: &TestPolicy<RateLimiter>,
-    req: &mut TestRequest,
-    upstream: &[(&str, &str)],
-) -> Vec<(String, String)> {
-    req.add_to(HeaderMap::Response, ":status", "200");
-    for (name, value) in upstream {
-        req.add_to(HeaderMap::Response, name, value);
-    }
-    assert_eq!(rl.response_headers(req, true), Verdict::Continue);
-    rl.done(req);
-    req.map(HeaderMap::Response)
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("x-ratelimit-"))
-        .collect()
-}
-
-fn rate_headers(limit: u64, remaining: u64, reset_ms: u64) -> Vec<(String, String)> {
-    [
-        ("limit", limit),
-        ("remaining", remaining),
-        ("reset", reset_ms),
-    ]
-    .iter()
-    .map(|(n, v)| (format!("x-ratelimit-{n}"), v.to_string()))
-    .collect()
 }
 
 fn from(envoy: &TestEnvoy, worker: usize, peer: &str) -> TestRequest {

@@ -1,7 +1,8 @@
 use super::*;
 use palisade_kit::identity::Identity;
+use palisade_kit::quota::testing::{rate_headers, response_rate_headers};
 use palisade_kit::testing::{TestEnvoy, TestPolicy, TestRequest};
-use palisade_kit::{Direction, HeaderMap};
+use palisade_kit::Direction;
 
 fn spike(envoy: &TestEnvoy, config: &str) -> TestPolicy<SpikeControl> {
     envoy.deploy::<SpikeControl>(config).unwrap()
@@ -45,28 +46,6 @@ fn send(sc: &TestPolicy<SpikeControl>, worker: usize) -> (TestRequest, Fate) {
     (req, fate)
 }
 
-/// The response phase of a request that passed; returns the `X-Ratelimit-*` headers added.
-fn rate_headers(sc: &TestPolicy<SpikeControl>, req: &mut TestRequest) -> Vec<(String, String)> {
-    req.add_to(HeaderMap::Response, ":status", "200");
-    assert_eq!(sc.response_headers(req, true), Verdict::Continue);
-    sc.done(req);
-    req.map(HeaderMap::Response)
-        .into_iter()
-        .filter(|(n, _)| n.starts_with("x-ratelimit-"))
-        .collect()
-}
-
-fn headers(limit: u64, remaining: u64, reset_ms: u64) -> Vec<(String, String)> {
-    [
-        ("limit", limit),
-        ("remaining", remaining),
-        ("reset", reset_ms),
-    ]
-    .iter()
-    .map(|(n, v)| (format!("x-ratelimit-{n}"), v.to_string()))
-    .collect()
-}
-
 const FLEX_EXAMPLE: &str = r#"{"maximumRequests": 2, "timePeriodInMilliseconds": 1000,
     "delayTimeInMillis": 500, "delayAttempts": 1, "queuingLimit": 5, "exposeHeaders": true}"#;
 
@@ -93,7 +72,10 @@ fn flex_worked_example() {
     assert_eq!((fate_of(&r3), fate_of(&r4)), (Fate::Passed, Fate::Waiting));
     assert_eq!(r3.resumed(Direction::Request), 1);
     // Flex: reset is the time until the oldest request (#2, at 600) leaves: 1600 - 1150.
-    assert_eq!(rate_headers(&sc, &mut r3), headers(2, 0, 450));
+    assert_eq!(
+        response_rate_headers(&sc, &mut r3, &[]),
+        rate_headers(2, 0, 450)
+    );
     // #4 at 1200: #2 and #3 are in the window; no attempts left: 429.
     sc.tick(50);
     assert_eq!(fate_of(&r4), Fate::Status(429));
@@ -161,7 +143,7 @@ fn without_a_queue_over_limit_is_rejected_at_once_with_retry_after() {
     assert_eq!(sc.policy(0).tick_period_ms(), 0);
     let (mut req, fate) = send(&sc, 0);
     assert_eq!(fate, Fate::Passed);
-    assert_eq!(rate_headers(&sc, &mut req), []);
+    assert_eq!(response_rate_headers(&sc, &mut req, &[]), []);
     envoy.advance_ms(500);
     let mut req = sc.request(0);
     assert_eq!(sc.send(&mut req), Verdict::Respond);
@@ -210,7 +192,10 @@ fn flex_headers_report_zero_reset_while_quota_remains() {
     for (remaining, reset_ms) in expect {
         let (mut req, fate) = send(&sc, 0);
         assert_eq!(fate, Fate::Passed);
-        assert_eq!(rate_headers(&sc, &mut req), headers(3, remaining, reset_ms));
+        assert_eq!(
+            response_rate_headers(&sc, &mut req, &[]),
+            rate_headers(3, remaining, reset_ms)
+        );
     }
     envoy.advance_ms(250);
     let mut req = sc.request(0);
@@ -365,14 +350,17 @@ fn held_requests_wake_in_their_own_context_on_their_own_worker() {
         (Fate::Passed, Fate::Waiting, Fate::Waiting)
     );
     assert_eq!(a.resumed(Direction::Request), 1);
-    assert_eq!(rate_headers(&sc, &mut a), headers(1, 0, 100));
+    assert_eq!(
+        response_rate_headers(&sc, &mut a, &[]),
+        rate_headers(1, 0, 100)
+    );
     // b's fifth and last attempt, at 200, still finds a (admitted at 120) in the window: 429
     // after waiting. d, held since 99, gets the room when a leaves it.
     sc.tick(200);
     assert_eq!(fate_of(&b), Fate::Status(429));
     assert_eq!(b.resumed(Direction::Request), 0);
     assert_eq!(
-        rate_headers(&sc, &mut b),
+        response_rate_headers(&sc, &mut b, &[]),
         [],
         "the 429 carries its own headers"
     );
@@ -383,7 +371,10 @@ fn held_requests_wake_in_their_own_context_on_their_own_worker() {
     );
     assert_eq!(c.resumed(Direction::Request), 0);
     assert_eq!(fate_of(&d), Fate::Passed);
-    assert_eq!(rate_headers(&sc, &mut d), headers(1, 0, 100));
+    assert_eq!(
+        response_rate_headers(&sc, &mut d, &[]),
+        rate_headers(1, 0, 100)
+    );
     assert_eq!((sc.paused(0), sc.paused(1)), (0, 0));
     // A request that completes normally frees nothing on its way out.
     assert_eq!(envoy.counter("palisade.spike_control.client_gone"), 1);

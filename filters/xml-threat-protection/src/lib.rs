@@ -2,16 +2,17 @@
 //! or exceed structural limits, before any upstream parser sees them.
 //!
 //! [`config`] reads the configuration, [`scanner`] is the streaming checker (its DTD states in
-//! `scanner/dtd.rs`), and [`XmlThreatProtection`] is the [`Policy`]: its per-request state is
-//! the kit's [`BodyStream`] over an [`XmlScanner`] ([`palisade_kit::body`] decides which bodies
-//! are inspected, holds them until the verdict and answers the denial).
+//! `scanner/dtd.rs`), and [`XmlThreatProtection`] is a [`BodyPolicy`]: its rules and an
+//! [`XmlScanner`] per body; the kit's [`palisade_kit::body`] makes it a policy (decides which
+//! bodies are inspected, feeds the scanner, holds the body until the verdict and answers the
+//! denial).
 
 pub mod config;
 pub mod scanner;
 
 use config::Config;
-use palisade_kit::body::{BodyRules, BodyStream};
-use palisade_kit::{ConfigError, Host, Policy, Request, Verdict};
+use palisade_kit::body::{BodyPolicy, BodyRules};
+use palisade_kit::{ConfigError, Host};
 use scanner::{Limits, XmlScanner};
 
 /// The compiled policy.
@@ -20,9 +21,9 @@ pub struct XmlThreatProtection {
     rules: BodyRules,
 }
 
-impl Policy for XmlThreatProtection {
+impl BodyPolicy for XmlThreatProtection {
     const NAME: &'static str = "xml-threat-protection";
-    type State = BodyStream<XmlScanner>;
+    type Scanner = XmlScanner;
 
     fn configure(config: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(config)?;
@@ -40,36 +41,12 @@ impl Policy for XmlThreatProtection {
         })
     }
 
-    fn on_request_headers(
-        &self,
-        request: &mut Request<'_, Self::State>,
-        host: &mut impl Host,
-        end_of_stream: bool,
-    ) -> Verdict {
-        let scanner = || XmlScanner::new(self.limits);
-        request
-            .state
-            .on_headers(&self.rules, host, end_of_stream, scanner)
+    fn rules(&self) -> &BodyRules {
+        &self.rules
     }
 
-    fn on_request_body(
-        &self,
-        request: &mut Request<'_, Self::State>,
-        host: &mut impl Host,
-        buffered: usize,
-        end_of_stream: bool,
-    ) -> Verdict {
-        request
-            .state
-            .on_body(&self.rules, host, buffered, end_of_stream)
-    }
-
-    fn on_request_trailers(
-        &self,
-        request: &mut Request<'_, Self::State>,
-        host: &mut impl Host,
-    ) -> Verdict {
-        request.state.on_trailers(&self.rules, host)
+    fn scanner(&self) -> XmlScanner {
+        XmlScanner::new(self.limits)
     }
 }
 
@@ -84,6 +61,7 @@ mod tests {
     use palisade_kit::body::testing::send;
     use palisade_kit::testing::{TestEnvoy, TestPolicy};
     use palisade_kit::Direction;
+    use palisade_kit::Verdict;
 
     fn policy(envoy: &TestEnvoy, config: &str) -> TestPolicy<XmlThreatProtection> {
         envoy.deploy::<XmlThreatProtection>(config).unwrap()
