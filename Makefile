@@ -1,5 +1,5 @@
 # Palisade: API security policies for stock Envoy, in Rust, compiled to WebAssembly.
-.PHONY: all build test unit integration lint fmt demo bench clean tools
+.PHONY: all build test unit integration lint fmt demo bench fuzz soak clean tools
 
 all: build
 
@@ -17,6 +17,12 @@ demo: ## a gateway on 127.0.0.1:8080 in front of a sample upstream; Ctrl-C stops
 
 bench: ## load-test bare Envoy, each policy, and Envoy's native equivalent
 	bash scripts/bench.sh
+
+fuzz: ## run every fuzz target for FUZZ_SECONDS (default 30) each; crashes become regressions
+	bash scripts/fuzz.sh
+
+soak: ## the six-policy chain under mixed valid and hostile load for SOAK_SECONDS (default 120)
+	bash scripts/soak.sh
 
 lint:
 	cargo fmt --all -- --check

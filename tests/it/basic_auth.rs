@@ -357,6 +357,36 @@ fn preflights_pass_and_credentials_can_be_kept() {
 }
 
 #[test]
+fn several_credentials_and_options_requests_with_a_body_never_reach_the_upstream() {
+    let upstream = Upstream::start();
+    let gw = gateway(&upstream, &users().config);
+    let (bob, dave) = (basic(b"bob:hunter2"), basic(b"dave:dave!"));
+    assert_admitted(&gw.send(&get(&bob)), "bob");
+    let hits = upstream.hits();
+    // Valid credentials, then another user's: the upstream might read the second line.
+    let two_lines = get(&bob).header("authorization", &dave);
+    let joined = get(&format!("{bob}, {dave}"));
+    for req in [&two_lines, &joined] {
+        assert_denied(&gw.send(req), "ambiguous_credentials");
+        assert_denied(&gw.send_h2(req), "ambiguous_credentials");
+    }
+    assert_eq!(gw.metric("palisade_basic_auth_denied_ambiguous"), Some(4.0));
+
+    // A preflight-looking OPTIONS with a body and no credentials is a request like any other.
+    let with_body = Request::new("OPTIONS", "/orders")
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .body("x=1");
+    assert_denied(&gw.send(&with_body), "missing_credentials");
+    assert_eq!(
+        upstream.hits(),
+        hits,
+        "a refused request reached the upstream"
+    );
+    assert_eq!(gw.metric("palisade_basic_auth_preflight"), Some(0.0));
+}
+
+#[test]
 fn invalid_configurations_are_refused_by_envoy_naming_the_field() {
     let md5 = htpasswd(&["-m"], "mallory", "x");
     let bcrypt = htpasswd(&["-B", "-C", "4"], "alice", "x");

@@ -410,3 +410,143 @@ fn a_registry_of_50000_clients_loads_and_serves() {
         "fetched once for the whole Envoy"
     );
 }
+
+/// Sends `req` over HTTP/1.1 and HTTP/2 and checks both are refused with `status`/`code`
+/// before reaching the upstream.
+fn assert_refused_on_both_protocols(
+    gw: &Gateway,
+    upstream: &Upstream,
+    req: &Request,
+    status: u16,
+    code: &str,
+) {
+    let hits = upstream.hits();
+    assert_denied(&gw.send(req), status, code);
+    assert_denied(&gw.send_h2(req), status, code);
+    assert_eq!(upstream.hits(), hits, "{req:?} reached the upstream");
+}
+
+#[test]
+fn repeated_client_ids_secrets_and_authorization_lines_are_refused() {
+    let upstream = Upstream::start();
+    let headers = gateway(
+        &upstream,
+        json!({"api": "orders", "clients": inline_clients(), "hideCredentials": true}),
+    );
+    let ok = headers.send(&creds("shop", "shop-secret-7f3a"));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    // Valid credentials, then a second `client_id` line naming another client (the upstream
+    // framework might read the last one); then a second secret line.
+    for extra in [("client_id", "catalog-only"), ("client_secret", "x")] {
+        let req = creds("shop", "shop-secret-7f3a").header(extra.0, extra.1);
+        assert_refused_on_both_protocols(&headers, &upstream, &req, 401, "invalid_client");
+    }
+    assert_eq!(
+        headers.metric("palisade_client_id_enforcement_ambiguous_credentials"),
+        Some(4.0)
+    );
+
+    let query = gateway(
+        &upstream,
+        json!({"api": "orders", "clients": inline_clients(),
+               "clientIdSource": "query:client_id", "clientSecretSource": "query:client_secret"}),
+    );
+    let req = Request::get(
+        "/orders?client_id=shop&client_secret=shop-secret-7f3a&client%5Fid=catalog-only",
+    );
+    assert_refused_on_both_protocols(&query, &upstream, &req, 401, "invalid_client");
+
+    let basic = gateway(
+        &upstream,
+        json!({"api": "orders", "clients": inline_clients(),
+               "clientIdSource": "basic:username", "clientSecretSource": "basic:password"}),
+    );
+    let shop = "Basic c2hvcDpzaG9wLXNlY3JldC03ZjNh"; // shop:shop-secret-7f3a
+    assert_eq!(
+        basic
+            .send(&Request::get("/orders").header("authorization", shop))
+            .status,
+        200
+    );
+    let twice = Request::get("/orders")
+        .header("authorization", shop)
+        .header("authorization", "Basic Y2F0YWxvZy1vbmx5Og=="); // catalog-only:
+    assert_refused_on_both_protocols(&basic, &upstream, &twice, 401, "invalid_client");
+
+    let cookie = gateway(
+        &upstream,
+        json!({"api": "orders", "clients": inline_clients(), "hideCredentials": true,
+               "clientIdSource": "cookie:cid", "clientSecretSource": "cookie:cs"}),
+    );
+    let twice = Request::get("/orders")
+        .header("cookie", "cid=shop; cs=shop-secret-7f3a")
+        .header("cookie", "cid=catalog-only");
+    assert_refused_on_both_protocols(&cookie, &upstream, &twice, 401, "invalid_client");
+    // A secret cookie hidden from the upstream goes from every line, the others stay.
+    let ok = cookie.send(
+        &Request::get("/orders")
+            .header("cookie", "cid=shop; theme=dark")
+            .header("cookie", "cs=shop-secret-7f3a; lang=en"),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(
+        ok.upstream_header("cookie").as_deref(),
+        Some("cid=shop; theme=dark; lang=en")
+    );
+}
+
+/// Sends `req` (with a body) over HTTP/2 with nghttp, as DATA frames without a
+/// `content-length`, so only the stream's framing tells that a body follows; returns the
+/// status. (curl may fail with "Stream error" when Envoy answers before the upload ends.)
+fn h2_body_without_length(gw: &Gateway, req: &Request) -> u16 {
+    let dir = palisade_tests::scratch_dir("nghttp");
+    let input = dir.join("body");
+    std::fs::write(&input, &req.body).expect("write body");
+    let mut cmd = std::process::Command::new("nghttp");
+    cmd.args(["-v", "-t", "15", "--no-content-length", "-H"])
+        .arg(format!(":method: {}", req.method));
+    for (n, v) in &req.headers {
+        cmd.arg("-H").arg(format!("{n}: {v}"));
+    }
+    let out = cmd
+        .arg("-d")
+        .arg(&input)
+        .arg(format!("http://{}{}", gw.addr(), req.path))
+        .output()
+        .expect("run nghttp");
+    let verbose = String::from_utf8_lossy(&out.stdout);
+    verbose
+        .lines()
+        .find_map(|l| l.split_once(":status: ").map(|(_, s)| s.trim().to_owned()))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no :status in nghttp output:\n{verbose}"))
+}
+
+#[test]
+fn an_options_request_with_a_body_is_no_preflight() {
+    let upstream = Upstream::start();
+    let gw = gateway(
+        &upstream,
+        json!({"api": "orders", "clients": inline_clients()}),
+    );
+    let preflight = Request::new("OPTIONS", "/orders")
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST");
+    let with_body = preflight.clone().body(r#"{"order": 1}"#);
+    assert_denied(&gw.send(&with_body), 401, "invalid_client");
+    assert_eq!(h2_body_without_length(&gw, &with_body), 401);
+    assert_eq!(
+        upstream.hits(),
+        0,
+        "an OPTIONS with a body reached the upstream"
+    );
+    assert_eq!(
+        gw.metric("palisade_client_id_enforcement_missing_client_id"),
+        Some(2.0)
+    );
+    // Without the body it is a preflight, and passes unauthenticated.
+    for resp in [gw.send(&preflight), gw.send_h2(&preflight)] {
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.header("x-upstream"), Some("echo"));
+    }
+}

@@ -1,5 +1,6 @@
 //! `ip-filter` in a real Envoy: allow and block lists, IPv4 and IPv6, octet prefixes,
-//! HTTP/1.1 and HTTP/2, X-Forwarded-For with trusted hops, and refused configurations.
+//! IPv4-mapped entries, HTTP/1.1 and HTTP/2, X-Forwarded-For with trusted hops, address
+//! headers sent as several lines, and refused configurations.
 
 use palisade_tests::{Gateway, GatewayBuilder, Request, Upstream};
 use serde_json::json;
@@ -154,6 +155,79 @@ fn forwarded_for_uses_trusted_hops_and_ignores_spoofed_entries() {
 }
 
 #[test]
+fn every_line_of_an_address_header_counts() {
+    let upstream = Upstream::start();
+    let lines = |first: &str, second: &str| {
+        Request::get("/")
+            .header("x-real-ip", first)
+            .header("x-real-ip", second)
+    };
+    // The client writes its own line; the trusted proxy adds the real address after it.
+    let allow = behind_proxies(
+        &upstream,
+        json!({"ips": ["10.0.0.0/8"], "ipSource": "header:x-real-ip"}),
+    );
+    let block = behind_proxies(
+        &upstream,
+        json!({"mode": "blocklist", "ips": ["203.0.113.0/24"], "ipSource": "header:x-real-ip"}),
+    );
+    for send in [Gateway::send, Gateway::send_h2] {
+        assert_denied(&send(&allow, &lines("10.0.0.1", "203.0.113.9")));
+        let ok = send(&allow, &lines("203.0.113.9", "10.1.2.3"));
+        assert_eq!(ok.status, 200, "{}", ok.text());
+        assert_denied(&send(&block, &lines("192.0.2.1", "203.0.113.9")));
+        assert_eq!(send(&block, &lines("203.0.113.9", "192.0.2.1")).status, 200);
+    }
+
+    // X-Forwarded-For split over lines is one list: trusted hops count across the lines.
+    let two_hops = behind_proxies(
+        &upstream,
+        json!({"ips": ["10.0.0.0/8"], "ipSource": "xff", "trustedHops": 2}),
+    );
+    let split = |first: &str, second: &str| {
+        Request::get("/")
+            .header("x-forwarded-for", first)
+            .header("x-forwarded-for", second)
+    };
+    for send in [Gateway::send, Gateway::send_h2] {
+        let ok = send(&two_hops, &split("6.6.6.6, 10.1.1.1", "192.0.2.1"));
+        assert_eq!(ok.status, 200, "{}", ok.text());
+        assert_denied(&send(&two_hops, &split("10.1.1.1, 6.6.6.6", "192.0.2.1")));
+        let ok = send(&two_hops, &split("6.6.6.6", "10.1.1.1, 192.0.2.1"));
+        assert_eq!(ok.status, 200, "{}", ok.text());
+        assert_denied(&send(&two_hops, &split("10.1.1.1", "6.6.6.6, 192.0.2.1")));
+    }
+    assert_eq!(upstream.hits(), 8);
+}
+
+#[test]
+fn ipv4_mapped_entries_match_ipv4_clients() {
+    let upstream = Upstream::start();
+    let allow = gateway(
+        &upstream,
+        json!({"ips": ["::ffff:127.0.0.2", "::ffff:127.0.1.0/120"]}),
+    );
+    for send in [Gateway::send, Gateway::send_h2] {
+        assert_eq!(
+            send(&allow, &Request::get("/").from("127.0.0.2")).status,
+            200
+        );
+        assert_eq!(
+            send(&allow, &Request::get("/").from("127.0.1.9")).status,
+            200
+        );
+        assert_denied(&send(&allow, &Request::get("/").from("127.0.0.3")));
+    }
+    let block = gateway(
+        &upstream,
+        json!({"mode": "blocklist", "ips": ["::ffff:127.0.0.0/126"]}),
+    );
+    assert_denied(&block.send(&Request::get("/").from("127.0.0.3")));
+    assert_eq!(block.send(&Request::get("/").from("127.0.0.4")).status, 200);
+    assert_eq!(upstream.hits(), 5);
+}
+
+#[test]
 fn peer_mode_is_not_fooled_by_forwarded_for_at_the_edge() {
     let upstream = Upstream::start();
     // Edge Envoy (`use_remote_address: true`, the harness default): a client-written
@@ -184,6 +258,7 @@ fn invalid_configurations_are_refused_by_envoy_naming_the_field() {
     for (config, field) in [
         (json!({"ips": ["10.0.0.1", "10.0.0.256"]}), "`ips[1]`"),
         (json!({"ips": ["10.0.0.0/33"]}), "`ips[0]`"),
+        (json!({"ips": ["::ffff:127.0.0.0/95"]}), "`ips[0]`"),
         (json!({"mode": "denylist", "ips": ["10.0.0.1"]}), "`mode`"),
         (
             json!({"ips": ["10.0.0.1"], "ipSource": "xff", "trustedHops": 0}),

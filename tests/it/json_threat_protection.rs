@@ -1,9 +1,10 @@
 //! `json-threat-protection` in a real Envoy: every limit just under and just over, malformed
 //! bodies, multi-megabyte bodies arriving in many chunks, 100,000-deep nesting, content-type
-//! evasion, HTTP/2 with and without trailers, and refused configurations. The echo upstream
-//! proves that rejected bodies never reach it.
+//! evasion, every JSON media type, HTTP/2 with and without trailers, the policy + `buffer`
+//! chain keeping rejected requests entirely from the upstream, and refused configurations. The
+//! echo upstream proves that rejected bodies never reach it.
 
-use palisade_tests::body::{echoed, post_as, BodyPolicy};
+use palisade_tests::body::{echoed, post_as, BodyPolicy, SplitBody};
 use palisade_tests::{Request, Upstream};
 use serde_json::json;
 
@@ -241,6 +242,68 @@ fn content_type_evasion_is_closed_by_check_all_bodies() {
         P.assert_rejected(&strict.send(&as_type(t)), "maxContainerDepth");
     }
     assert_eq!(upstream.hits(), 1);
+}
+
+#[test]
+fn every_json_media_type_is_inspected() {
+    let upstream = Upstream::start();
+    let gw = P.gateway(
+        &upstream,
+        json!({"maxContainerDepth": 2, "maxBodyBytes": 64}),
+    );
+    // ASP.NET Core clients send `text/json`; Rails and Symfony parse the legacy types.
+    let over_size = format!("[{}1]", " ".repeat(63));
+    P.assert_rejected(
+        &gw.send(&post_as("text/json", over_size.clone())),
+        "maxBodyBytes (64) exceeded",
+    );
+    P.assert_rejected(
+        &gw.send_h2(&post_as("text/json; charset=utf-8", over_size)),
+        "maxBodyBytes (64) exceeded",
+    );
+    for media in [
+        "text/json",
+        "Text/JSON; charset=UTF-8",
+        "text/x-json",
+        "application/x-json",
+        "application/jsonrequest",
+        "application/problem+json",
+        "application/merge-patch+json",
+        "application/json-patch+json",
+    ] {
+        P.assert_rejected(
+            &gw.send(&post_as(media, "[[[1]]]")),
+            "maxContainerDepth (2) exceeded",
+        );
+        P.assert_passed(&gw.send(&post_as(media, "[[1]]")), b"[[1]]");
+    }
+    // A stream of documents is not one document: passed uninspected, and counted.
+    let ndjson = "[[[1]]]\n[[[2]]]\n";
+    P.assert_passed(
+        &gw.send(&post_as("application/x-ndjson", ndjson)),
+        ndjson.as_bytes(),
+    );
+    assert_eq!(upstream.hits(), 9);
+    assert_eq!(
+        gw.metric("palisade_json_threat_protection_skipped"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn with_the_buffer_filter_a_rejected_request_never_reaches_the_upstream() {
+    let mut start = b"[".to_vec();
+    while start.len() < 256 * 1024 {
+        start.extend_from_slice(br#"{"id":1,"tags":["a","b"],"ok":true},"#);
+    }
+    P.assert_rejected_requests_never_reach_the_upstream(
+        &json!({"maxContainerDepth": 4}),
+        &SplitBody {
+            start,
+            good_end: b"null]".to_vec(),
+            bad_end: b"[[[[1]]]]]".to_vec(),
+        },
+    );
 }
 
 #[test]

@@ -425,6 +425,126 @@ fn one_fetch_per_period_per_envoy_stale_keys_while_down_then_503() {
     assert_eq!(wait_for_keys(&gw, &bearer(&token)).status, 200);
 }
 
+/// Sends `req` over HTTP/1.1 and HTTP/2 and checks both are refused with `status`/`code`
+/// before reaching the upstream.
+fn assert_refused_on_both_protocols(
+    gw: &Gateway,
+    upstream: &Upstream,
+    req: &Request,
+    status: u16,
+    code: &str,
+) {
+    let hits = upstream.hits();
+    assert_denied(&gw.send(req), status, code);
+    assert_denied(&gw.send_h2(req), status, code);
+    assert_eq!(upstream.hits(), hits, "{req:?} reached the upstream");
+}
+
+/// Sends `req` (with a body) over HTTP/2 with nghttp, as DATA frames without a
+/// `content-length`, so only the stream's framing tells that a body follows; returns the
+/// status. (curl may fail with "Stream error" when Envoy answers before the upload ends.)
+fn h2_body_without_length(gw: &Gateway, req: &Request) -> u16 {
+    let dir = palisade_tests::scratch_dir("nghttp");
+    let input = dir.join("body");
+    std::fs::write(&input, &req.body).expect("write body");
+    let mut cmd = std::process::Command::new("nghttp");
+    cmd.args(["-v", "-t", "15", "--no-content-length", "-H"])
+        .arg(format!(":method: {}", req.method));
+    for (n, v) in &req.headers {
+        cmd.arg("-H").arg(format!("{n}: {v}"));
+    }
+    let out = cmd
+        .arg("-d")
+        .arg(&input)
+        .arg(format!("http://{}{}", gw.addr(), req.path))
+        .output()
+        .expect("run nghttp");
+    let verbose = String::from_utf8_lossy(&out.stdout);
+    verbose
+        .lines()
+        .find_map(|l| l.split_once(":status: ").map(|(_, s)| s.trim().to_owned()))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no :status in nghttp output:\n{verbose}"))
+}
+
+#[test]
+fn several_tokens_and_options_requests_with_a_body_never_reach_the_upstream() {
+    let keys = TestKeys::start();
+    let upstream = Upstream::start();
+    let iss = "https://issuer.test";
+    let config = |extra: Value| {
+        let mut c = json!({"issuer": iss, "audiences": ["orders"],
+            "jwks": {"cluster": "idp", "uri": format!("http://127.0.0.1:{}/jwks", keys.0.port())}});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let t = now();
+    let token = |sub: &str| {
+        keys.sign(
+            "ES256",
+            "ec-a",
+            json!({"iss": iss, "aud": "orders", "sub": sub, "iat": t, "exp": t + 300}),
+        )
+    };
+    let (alice, mallory) = (token("alice"), token("mallory"));
+
+    let gw = gateway(&upstream, keys.0.port(), config(json!({})));
+    assert_eq!(wait_for_keys(&gw, &bearer(&alice)).status, 200);
+    let two_lines = bearer(&alice).header("authorization", &format!("Bearer {mallory}"));
+    assert_refused_on_both_protocols(&gw, &upstream, &two_lines, 400, "invalid_request");
+    let resp = gw.send(&two_lines);
+    assert_eq!(
+        resp.header("www-authenticate"),
+        Some(r#"Bearer realm="api", error="invalid_request""#)
+    );
+    assert_eq!(
+        gw.metric("palisade_jwt_validation_ambiguous_token"),
+        Some(3.0)
+    );
+
+    // A preflight-looking OPTIONS with a body and no token is a request like any other.
+    let preflight = Request::new("OPTIONS", "/orders")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST");
+    let with_body = preflight.clone().body("{}");
+    let hits = upstream.hits();
+    assert_denied(&gw.send(&with_body), 401, "missing_token");
+    assert_eq!(h2_body_without_length(&gw, &with_body), 401);
+    assert_eq!(
+        upstream.hits(),
+        hits,
+        "an OPTIONS with a body reached the upstream"
+    );
+    assert_eq!(
+        gw.metric("palisade_jwt_validation_missing_token"),
+        Some(2.0)
+    );
+    for resp in [gw.send(&preflight), gw.send_h2(&preflight)] {
+        assert_eq!(
+            resp.status,
+            200,
+            "the preflight itself passes: {}",
+            resp.text()
+        );
+    }
+
+    // A custom header token source.
+    let custom = gateway(
+        &upstream,
+        keys.0.port(),
+        config(json!({"tokenSource": "header:x-token", "forwardToken": false})),
+    );
+    let ok = wait_for_keys(&custom, &Request::get("/orders").header("x-token", &alice));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.upstream_header("x-token"), None, "forwardToken: false");
+    let twice = Request::get("/orders")
+        .header("x-token", &alice)
+        .header("x-token", &mallory);
+    assert_refused_on_both_protocols(&custom, &upstream, &twice, 400, "invalid_request");
+}
+
 #[test]
 fn no_keys_ever_loaded_is_503() {
     let upstream = Upstream::start();

@@ -1,9 +1,11 @@
 //! `rate-limiting` in a real Envoy with 2 workers: exact counts under concurrent connections,
 //! window boundaries, combined limits, `Retry-After` and `X-Ratelimit-*` over HTTP/1.1 and
-//! HTTP/2, per-client keys, bounded key space, instance separation, refused configurations.
+//! HTTP/2, per-client keys, bounded key space (a flood of new keys neither locks newcomers out
+//! nor resets a limited client), instance separation, refused configurations.
 
 use palisade_tests::quota::{
-    assert_rate_limited, assert_refused, behind_client_tiers, builder, num, retry_after,
+    as_client, assert_rate_limited, assert_refused, behind_client_tiers, builder,
+    flood_of_new_clients, num, retry_after,
 };
 use palisade_tests::{Gateway, Request, Response, Upstream};
 use serde_json::json;
@@ -200,8 +202,9 @@ fn many_distinct_clients_stay_within_max_keys() {
             other => panic!("{other}"),
         }
     }
-    // At most 8 clients are tracked at once (the tracked one included); the others are turned
-    // away instead of sharing or resetting anyone's window.
+    // With a limit of 1, each of these clients is at its limit after its one request, and a
+    // key at its limit is never evicted: at most 8 are tracked at once (the tracked one
+    // included), the others are turned away instead of sharing or resetting anyone's window.
     assert!(table_full >= 200 - 7, "{table_full}");
     assert_eq!(
         gw.metric("palisade_rate_limiting_key_table_full"),
@@ -209,6 +212,37 @@ fn many_distinct_clients_stay_within_max_keys() {
     );
     assert_eq!(gw.send(&Request::get("/").from("127.0.9.9")).status, 429);
     assert_eq!(gw.metric("palisade_rate_limiting_rejected"), Some(1.0));
+}
+
+#[test]
+fn a_flood_of_new_keys_admits_newcomers_and_a_limited_client_stays_limited() {
+    let upstream = Upstream::start();
+    let gw = gateway(
+        &upstream,
+        json!({"rateLimits": [{"maximumRequests": 3, "timePeriodInMilliseconds": 60000}],
+               "keySelector": "header:x-client", "maxKeys": 8}),
+    );
+    for _ in 0..3 {
+        assert_eq!(gw.send(&as_client("limited")).status, 200);
+    }
+    assert_limited(&gw.send(&as_client("limited")));
+    // 300 one-off clients through 8 slots: each far from its limit, none is turned away.
+    assert_eq!(flood_of_new_clients(&gw, 300), 0);
+    assert_eq!(
+        gw.metric("palisade_rate_limiting_key_table_full")
+            .unwrap_or(0.0),
+        0.0
+    );
+    let evicted = gw
+        .metric("palisade_rate_limiting_key_evicted")
+        .unwrap_or(0.0);
+    assert!(evicted >= (300 - 8) as f64, "{evicted}");
+    // The client at its limit was not reset by the flood, over either protocol...
+    assert_limited(&gw.send(&as_client("limited")));
+    assert_limited(&gw.send_h2(&as_client("limited")));
+    // ... and a newcomer gets in.
+    assert_eq!(gw.send_h2(&as_client("newcomer")).status, 200);
+    assert_eq!(upstream.hits(), 3 + 300 + 1);
 }
 
 #[test]

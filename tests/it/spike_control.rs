@@ -4,7 +4,8 @@
 //! Timings are asserted with generous bounds.
 
 use palisade_tests::quota::{
-    assert_rate_limited, assert_refused, behind_client_tiers, retry_after,
+    as_client, assert_rate_limited, assert_refused, behind_client_tiers, flood_of_new_clients,
+    retry_after,
 };
 use palisade_tests::{http1, Gateway, Request, Response, Upstream};
 use serde_json::json;
@@ -169,6 +170,24 @@ fn without_a_queue_requests_over_the_limit_are_rejected_at_once() {
     assert_eq!(resp.header("retry-after"), Some("1"));
     // Another client has its own window.
     assert_eq!(gw.send(&Request::get("/").from("127.0.0.3")).status, 200);
+}
+
+#[test]
+fn a_flood_of_new_keys_admits_newcomers_and_a_limited_client_stays_limited() {
+    let upstream = Upstream::start();
+    let gw = gateway(
+        &upstream,
+        json!({"maximumRequests": 2, "timePeriodInMilliseconds": 60000,
+               "keySelector": "header:x-client", "maxKeys": 8}),
+    );
+    for _ in 0..2 {
+        assert_eq!(gw.send(&as_client("limited")).status, 200);
+    }
+    assert_limited(&gw.send(&as_client("limited")));
+    assert_eq!(flood_of_new_clients(&gw, 200), 0);
+    assert_limited(&gw.send_h2(&as_client("limited")));
+    assert_eq!(gw.send(&as_client("newcomer")).status, 200);
+    assert_eq!(upstream.hits(), 2 + 200 + 1);
 }
 
 #[test]

@@ -256,6 +256,32 @@ fn a_server_timing_out_or_answering_garbage_is_503() {
 }
 
 #[test]
+fn several_tokens_are_refused_without_asking_the_server() {
+    let op = Provider::start();
+    let upstream = Upstream::start();
+    let gw = gateway(&upstream, op.0.port(), json!({}));
+    let active = op.token(ORDERS, "orders:read", None);
+    let ok = gw.send(&bearer(&active));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let calls = op.hits("/token/introspection");
+    // An active token, then another: the upstream might read the second line.
+    let two_lines = bearer(&active).header("authorization", "Bearer someone-elses");
+    for resp in [gw.send(&two_lines), gw.send_h2(&two_lines)] {
+        assert_denied(&resp, 400, "invalid_request");
+        assert_eq!(
+            resp.header("www-authenticate"),
+            Some(r#"Bearer realm="api", error="invalid_request""#)
+        );
+    }
+    assert_eq!(upstream.hits(), 1);
+    assert_eq!(op.hits("/token/introspection"), calls);
+    assert_eq!(
+        gw.metric("palisade_token_introspection_ambiguous_token"),
+        Some(2.0)
+    );
+}
+
+#[test]
 fn envoy_refuses_invalid_configurations_naming_the_field() {
     for (config, field) in [
         (

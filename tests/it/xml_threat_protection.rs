@@ -1,7 +1,9 @@
 //! `xml-threat-protection` in a real Envoy: every limit just under and just over, malformed
 //! documents, XXE, billion laughs and quadratic blow-up (refused without a DTD, bounded with
 //! one), 100,000-deep nesting, multi-megabyte bodies in many chunks, content-type evasion,
-//! HTTP/2 with and without trailers, and refused configurations. The echo upstream proves that
+//! HTTP/2 with and without trailers, refused configurations, encodings the policy does not read
+//! (UTF-7 XXE, UTF-16, charsets), external DTD subsets and entities with `allowDtd`, and
+//! attribute-default amplification. The echo upstream proves that
 //! rejected bodies never reach it.
 
 use palisade_tests::body::{echoed, post_as, BodyPolicy};
@@ -162,14 +164,14 @@ fn xxe_billion_laughs_and_quadratic_blowup() {
             "DOCTYPE not allowed (allowDtd is false)",
         );
     }
-    // With a DTD allowed: external entities are never resolved, expansion stays bounded.
+    // With a DTD allowed: external entities are refused, expansion stays bounded.
     let dtd = P.gateway(
         &upstream,
         json!({"allowDtd": true, "maxEntityExpansion": 10000}),
     );
     P.assert_rejected(
         &dtd.send(&P.post(XXE)),
-        "reference to an external entity (never resolved)",
+        "external entity (SYSTEM/PUBLIC) not allowed",
     );
     P.assert_rejected(
         &dtd.send(&P.post(billion_laughs())),
@@ -316,4 +318,155 @@ fn invalid_configurations_are_refused_naming_the_field() {
     ] {
         P.assert_refused(&config, field);
     }
+}
+
+/// A DOCTYPE with an external entity hidden in UTF-7 inside what a UTF-8 reader takes for a
+/// comment (`+ACY-` is `&`). A parser honouring the declaration reads
+/// `<!----><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><!-- --><r>&x;</r>`.
+const UTF7_XXE: &str = "<?xml version=\"1.0\" encoding=\"UTF-7\"?><!--+AC0ALQA+ADwAIQBEAE8AQwBUAFkAUABFACAAcgAgAFsAPAAhAEUATgBUAEkAVABZACAAeAAgAFMAWQBTAFQARQBNACAAIgBmAGkAbABlADoALwAvAC8AZQB0AGMALwBwAGEAcwBzAHcAZAAiAD4AXQA+ADwAIQAtAC0- --><r>+ACY-x;</r>";
+
+#[test]
+fn encodings_the_policy_does_not_read_are_refused() {
+    let upstream = Upstream::start();
+    let gw = P.gateway(&upstream, json!({}));
+    let declared =
+        "encoding \"UTF-7\" declared: only UTF-8 and US-ASCII documents are read at byte 35";
+    P.assert_rejected(&gw.send(&P.post(UTF7_XXE)), declared);
+    P.assert_rejected(&gw.send_h2(&P.post(UTF7_XXE)), declared);
+    let mut utf16 = vec![0xff, 0xfe];
+    "<?xml version=\"1.0\" encoding=\"UTF-16\"?><a/>"
+        .encode_utf16()
+        .for_each(|unit| utf16.extend(unit.to_le_bytes()));
+    let bom = "UTF-16 or UTF-32 document: only UTF-8 and US-ASCII are read at byte 0";
+    P.assert_rejected(&gw.send(&P.post(utf16.clone())), bom);
+    P.assert_rejected(&gw.send_h2(&P.post(utf16)), bom);
+    let charset =
+        "content-type charset other than UTF-8 or US-ASCII (only those are read) at byte 0";
+    for content_type in [
+        "text/xml; charset=utf-7",
+        "application/xml; Charset=\"UTF-16\"",
+    ] {
+        P.assert_rejected(&gw.send(&post_as(content_type, "<a/>")), charset);
+        P.assert_rejected(&gw.send_h2(&post_as(content_type, "<a/>")), charset);
+    }
+    // A second content-type with another charset: Envoy joins them, and the policy, which
+    // cannot know which one the upstream honours, inspects the body and refuses the charset.
+    let twice = P
+        .post("<a/>")
+        .header("content-type", "text/xml; charset=utf-7");
+    P.assert_rejected(&gw.send(&twice), charset);
+    P.assert_rejected(&gw.send_h2(&twice), charset);
+    let ascii = "non-ASCII byte in a document declared US-ASCII at byte 3";
+    P.assert_rejected(
+        &gw.send(&post_as("text/xml; charset=us-ascii", "<a>é</a>")),
+        ascii,
+    );
+    // UTF-8 and US-ASCII, declared either way, pass.
+    let utf8 = "<?xml version='1.0' encoding='utf-8'?><a>é</a>";
+    P.assert_passed(
+        &gw.send(&post_as("text/xml; charset=UTF-8", utf8)),
+        utf8.as_bytes(),
+    );
+    P.assert_passed(&gw.send_h2(&P.post(utf8)), utf8.as_bytes());
+    let ascii_doc = "<?xml version='1.0' encoding='US-ASCII'?><a>&#233;</a>";
+    P.assert_passed(
+        &gw.send(&post_as("application/xml; charset=us-ascii", ascii_doc)),
+        ascii_doc.as_bytes(),
+    );
+    assert_eq!(upstream.hits(), 3);
+    assert_eq!(
+        gw.metric("palisade_xml_threat_protection_denied_limit"),
+        Some(11.0)
+    );
+}
+
+#[test]
+fn external_dtd_subsets_and_entities_are_refused_with_allow_dtd() {
+    let upstream = Upstream::start();
+    let gw = P.gateway(&upstream, json!({"allowDtd": true}));
+    // Identifiers point at the upstream itself: nothing may fetch them.
+    let url = format!("http://127.0.0.1:{}/leak", upstream.port());
+    let subset = "external DTD subset (SYSTEM/PUBLIC) not allowed";
+    let entity = "external entity (SYSTEM/PUBLIC) not allowed";
+    let cases = [
+        (format!("<!DOCTYPE r SYSTEM \"{url}\"><r/>"), subset),
+        (
+            format!("<!DOCTYPE r PUBLIC \"-//x//EN\" \"{url}\" []><r/>"),
+            subset,
+        ),
+        // Declared, never referenced.
+        (
+            format!("<!DOCTYPE r [<!ENTITY e SYSTEM \"{url}\">]><r/>"),
+            entity,
+        ),
+        (
+            format!("<!DOCTYPE r [<!ENTITY e PUBLIC \"-//x//EN\" \"{url}\">]><r>&e;</r>"),
+            entity,
+        ),
+        (
+            format!(
+                "<!DOCTYPE r [<!NOTATION n SYSTEM \"x\"><!ENTITY e SYSTEM \"{url}\" NDATA n>]><r/>"
+            ),
+            entity,
+        ),
+        (
+            format!("<!DOCTYPE r [<!ENTITY % p SYSTEM \"{url}\"> %p;]><r/>"),
+            "parameter entities are not supported",
+        ),
+    ];
+    for (doc, message) in &cases {
+        P.assert_rejected(&gw.send(&P.post(doc.as_str())), message);
+        P.assert_rejected(&gw.send_h2(&P.post(doc.as_str())), message);
+    }
+    let internal =
+        "<!DOCTYPE r [<!ENTITY co \"Example Corp.\"><!ATTLIST r lang CDATA 'en'>]><r>&co;</r>";
+    P.assert_passed(&gw.send(&P.post(internal)), internal.as_bytes());
+    assert_eq!(upstream.hits(), 1);
+    assert_eq!(
+        gw.metric("palisade_xml_threat_protection_denied_limit"),
+        Some(2.0 * cases.len() as f64)
+    );
+}
+
+#[test]
+fn attribute_defaults_count_toward_entity_expansion() {
+    let upstream = Upstream::start();
+    let gw = P.gateway(&upstream, json!({"allowDtd": true}));
+    // A 60 KB body that a parser would turn into 15,000 elements of 50,000 characters each:
+    // the second `<b/>` already crosses the bound.
+    let doc = format!(
+        "<!DOCTYPE r [<!ENTITY e \"{}\"><!ATTLIST b a CDATA \"{}\">]><r>{}</r>",
+        "x".repeat(1000),
+        "&e;".repeat(50),
+        "<b/>".repeat(15_000)
+    );
+    let second = doc.find("<b/>").unwrap_or_default() + 4;
+    let message = format!("maxEntityExpansion (65536) exceeded at byte {}", second + 2);
+    P.assert_rejected(&gw.send(&P.post(doc.clone())), &message);
+    P.assert_rejected(&gw.send_h2(&P.post(doc.clone())), &message);
+    P.assert_rejected(&P.send_chunked(&gw, doc.as_bytes(), 1000), &message);
+    // Small defaults on a modest document pass.
+    let fine = format!(
+        "<!DOCTYPE r [<!ATTLIST item currency CDATA \"EUR\">]><r>{}</r>",
+        "<item/>".repeat(1000)
+    );
+    P.assert_passed(&gw.send(&P.post(fine.clone())), fine.as_bytes());
+    P.assert_passed(&gw.send_h2(&P.post(fine.clone())), fine.as_bytes());
+    assert_eq!(upstream.hits(), 2);
+}
+
+#[test]
+fn with_the_buffer_filter_a_rejected_request_never_reaches_the_upstream() {
+    let mut start = b"<orders>".to_vec();
+    while start.len() < 256 * 1024 {
+        start.extend_from_slice(br#"<order id="1"><item>book</item></order>"#);
+    }
+    P.assert_rejected_requests_never_reach_the_upstream(
+        &json!({"maxNodeDepth": 8}),
+        &palisade_tests::body::SplitBody {
+            start,
+            good_end: b"</orders>".to_vec(),
+            bad_end: b"</order></orders>".to_vec(),
+        },
+    );
 }

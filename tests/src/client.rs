@@ -137,19 +137,79 @@ pub fn http1(target: SocketAddr, req: &Request) -> Response {
 /// the connection. Stopping at the message end matters: after a local reply Envoy waits
 /// `delayed_close_timeout` (1 s) before closing the connection.
 fn read_response(stream: &mut TcpStream, head_only: bool) -> Vec<u8> {
+    try_read_response(stream, head_only).unwrap_or_else(|e| panic!("read response: {e}"))
+}
+
+fn try_read_response(stream: &mut TcpStream, head_only: bool) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
         if let Some(end) = message_end(&raw, head_only) {
             raw.truncate(end);
-            return raw;
+            return Ok(raw);
         }
         match stream.read(&mut buf) {
-            Ok(0) => return raw,
+            Ok(0) => return Ok(raw),
             Ok(n) => raw.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("read response: {e}"),
+            Err(e) => return Err(e),
         }
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection for load (the soak): requests go one after another on
+/// the same connection, which is reopened when the server closed it. Failures are returned,
+/// never panics, so a load generator can count them.
+pub struct Connection {
+    target: SocketAddr,
+    stream: Option<TcpStream>,
+}
+
+impl Connection {
+    /// A connection to `target`, opened on the first request.
+    pub fn new(target: SocketAddr) -> Connection {
+        Connection {
+            target,
+            stream: None,
+        }
+    }
+
+    /// Sends `req` (its `source` applies when the connection is (re)opened) and reads the
+    /// whole response.
+    pub fn send(&mut self, req: &Request) -> std::io::Result<Response> {
+        let mut stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => connect(self.target, req.source)?,
+        };
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nhost: gateway.test\r\n",
+            req.method, req.path
+        );
+        for (n, v) in &req.headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if !req.body.is_empty() || matches!(req.method.as_str(), "POST" | "PUT" | "PATCH") {
+            head.push_str(&format!("content-length: {}\r\n", req.body.len()));
+        }
+        head.push_str("\r\n");
+        let mut message = head.into_bytes();
+        message.extend_from_slice(&req.body);
+        stream.write_all(&message)?;
+        let raw = try_read_response(&mut stream, req.method == "HEAD")?;
+        if message_end(&raw, req.method == "HEAD").is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("incomplete response ({} bytes)", raw.len()),
+            ));
+        }
+        let response = parse_http1(&raw);
+        let closing = response
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if !closing {
+            self.stream = Some(stream);
+        }
+        Ok(response)
     }
 }
 

@@ -78,6 +78,8 @@ pub struct GatewayBuilder {
     route_fields: serde_json::Map<String, Value>,
     tls: Option<Value>,
     upstream_tls: Option<Value>,
+    dynamic_listener: bool,
+    listen_port: u16,
 }
 
 impl GatewayBuilder {
@@ -97,6 +99,8 @@ impl GatewayBuilder {
             route_fields: serde_json::Map::new(),
             tls: None,
             upstream_tls: None,
+            dynamic_listener: false,
+            listen_port: 0,
         }
     }
 
@@ -174,6 +178,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// Serves the listener from a file Envoy watches (LDS, `path_config_source`) instead of
+    /// the bootstrap, on a fixed free port, so [`Gateway::reload_listener`] can replace it
+    /// while Envoy runs.
+    pub fn dynamic_listener(mut self) -> Self {
+        self.dynamic_listener = true;
+        self
+    }
+
     /// Number of worker threads (default 2).
     pub fn concurrency(mut self, n: u32) -> Self {
         self.concurrency = n;
@@ -182,6 +194,19 @@ impl GatewayBuilder {
 
     /// The Envoy bootstrap configuration this builder renders.
     pub fn bootstrap(&self) -> Value {
+        self.render(None)
+    }
+
+    /// The listener as an LDS resource, on `port`.
+    fn listener_resource(&self, port: u16) -> Value {
+        let mut listener = self.render(None)["static_resources"]["listeners"][0].clone();
+        listener["address"]["socket_address"]["port_value"] = json!(port);
+        listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+        listener
+    }
+
+    /// The bootstrap; with `lds`, the listener is left to that LDS file.
+    fn render(&self, lds: Option<&std::path::Path>) -> Value {
         let mut http_filters: Vec<Value> = self.filters.iter().map(Filter::to_json).collect();
         http_filters.push(json!({
             "name": "envoy.filters.http.router",
@@ -228,17 +253,28 @@ impl GatewayBuilder {
             filter_chain["transport_socket"] = tls.clone();
         }
         let listen = if self.ipv6 { "::1" } else { "127.0.0.1" };
-        json!({
+        let listener = json!({
+            "name": "gateway",
+            "address": {"socket_address": {"address": listen, "port_value": self.listen_port}},
+            "filter_chains": [filter_chain],
+        });
+        let mut bootstrap = json!({
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-            "static_resources": {
-                "listeners": [{
-                    "name": "gateway",
-                    "address": {"socket_address": {"address": listen, "port_value": 0}},
-                    "filter_chains": [filter_chain],
-                }],
-                "clusters": clusters,
-            },
-        })
+            "static_resources": {"listeners": [listener], "clusters": clusters},
+        });
+        if let Some(path) = lds {
+            bootstrap["static_resources"]["listeners"] = json!([]);
+            // LDS needs a node identity, even from a file.
+            bootstrap["node"] = json!({"id": "palisade-test", "cluster": "palisade-test"});
+            bootstrap["dynamic_resources"] = json!({"lds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": path,
+                    "watched_directory": {"path": path.parent().expect("LDS file in a directory")},
+                },
+            }});
+        }
+        bootstrap
     }
 
     /// Starts Envoy and waits until it serves; panics with Envoy's log if it does not.
@@ -258,10 +294,16 @@ impl GatewayBuilder {
     }
 
     /// Starts Envoy; on failure returns its log.
-    pub fn try_start(self) -> Result<Gateway, String> {
+    pub fn try_start(mut self) -> Result<Gateway, String> {
         let dir = crate::scratch_dir("envoy");
         let config = dir.join("envoy.json");
-        std::fs::write(&config, self.bootstrap().to_string()).expect("write Envoy config");
+        let lds_path = self.dynamic_listener.then(|| dir.join("lds.json"));
+        if let Some(lds) = &lds_path {
+            self.listen_port = free_port(self.ipv6);
+            write_lds(lds, &self.listener_resource(self.listen_port), 1);
+        }
+        let bootstrap = self.render(lds_path.as_deref());
+        std::fs::write(&config, bootstrap.to_string()).expect("write Envoy config");
         let log_path = dir.join("envoy.log");
         let admin_file = dir.join("admin.txt");
         let log = std::fs::File::create(&log_path).expect("create Envoy log");
@@ -290,6 +332,7 @@ impl GatewayBuilder {
             admin: None,
             listener: None,
             log_path,
+            lds: lds_path.map(|path| (path, std::sync::atomic::AtomicU32::new(1))),
         };
         gw.wait_ready(&admin_file)?;
         Ok(gw)
@@ -300,6 +343,24 @@ impl Default for GatewayBuilder {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A port that was free a moment ago (bound, then released).
+fn free_port(ipv6: bool) -> u16 {
+    let ip = if ipv6 { "[::1]:0" } else { "127.0.0.1:0" };
+    std::net::TcpListener::bind(ip)
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
+/// Writes an LDS file the way Envoy notices it: a new file moved into place (Envoy's watch
+/// reacts to moves, not to in-place edits).
+fn write_lds(path: &std::path::Path, listener: &Value, version: u32) {
+    let doc = json!({"version_info": version.to_string(), "resources": [listener]});
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, doc.to_string()).expect("write LDS file");
+    std::fs::rename(&tmp, path).expect("move LDS file into place");
 }
 
 fn static_cluster(name: &str, port: u16) -> Value {
@@ -319,6 +380,8 @@ pub struct Gateway {
     admin: Option<SocketAddr>,
     listener: Option<SocketAddr>,
     log_path: PathBuf,
+    /// With a dynamic listener: its LDS file and the version last written.
+    lds: Option<(PathBuf, std::sync::atomic::AtomicU32)>,
 }
 
 impl Gateway {
@@ -410,6 +473,40 @@ impl Gateway {
                 let key = key.split('{').next()?;
                 (key == name).then(|| value.parse().ok()).flatten()
             })
+    }
+
+    /// Replaces the listener (filters, route, connection manager settings) with the one
+    /// `builder` renders, on the same port, and waits until Envoy has applied it. Only for a
+    /// gateway started with [`GatewayBuilder::dynamic_listener`]; clusters stay those Envoy
+    /// started with. Requests in flight finish on the old listener configuration.
+    pub fn reload_listener(&self, builder: &GatewayBuilder) {
+        let (path, version) = self
+            .lds
+            .as_ref()
+            .expect("a gateway started with GatewayBuilder::dynamic_listener");
+        let stat = |name: &str| -> u64 {
+            let prefix = format!("listener_manager.{name}: ");
+            self.admin_get("/stats?filter=listener_manager")
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.trim().parse().ok()))
+                .unwrap_or(0)
+        };
+        let before = stat("lds.update_success");
+        let version = version.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        write_lds(
+            path,
+            &builder.listener_resource(self.addr().port()),
+            version,
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while stat("lds.update_success") <= before || stat("total_listeners_warming") > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "Envoy did not apply the new listener:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Everything Envoy logged so far.

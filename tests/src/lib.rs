@@ -7,7 +7,14 @@
 //!   ports (IPv4 or IPv6), waits until it is ready, and kills it when dropped. If the test is
 //!   failing, Envoy's log is printed.
 //! * [`http1`] / [`http2`]: clients that can send from any 127.0.0.0/8 source address, so peer
-//!   address policies are tested with real connections.
+//!   address policies are tested with real connections; [`Connection`]: an HTTP/1.1
+//!   keep-alive connection for load (the soak, `src/bin/soak.rs`).
+//! * [`GatewayBuilder::dynamic_listener`] / [`Gateway::reload_listener`]: a listener served by
+//!   LDS from a watched file, replaced while Envoy runs.
+//! * [`MockServer`] answers can be slow ([`Answer::delayed`]) or cut short
+//!   ([`Answer::cut_after`]), for the fault tests (`it/faults.rs`).
+//! * [`jwt`]: HS256 and RS256 test tokens (and the RSA key's JWKS) without an identity
+//!   provider.
 //! * [`tls`]: a test PKI generated with `openssl` (CA, server certificate for 127.0.0.1, client
 //!   certificates), TLS listeners ([`GatewayBuilder::tls`]) and an HTTPS client with client
 //!   certificates ([`Gateway::https`], [`Gateway::https_h2`]).
@@ -18,11 +25,12 @@
 pub mod body;
 pub mod client;
 pub mod envoy;
+pub mod jwt;
 pub mod quota;
 pub mod tls;
 pub mod upstream;
 
-pub use client::{http1, http2, Request, Response};
+pub use client::{http1, http2, Connection, Request, Response};
 pub use envoy::{Filter, Gateway, GatewayBuilder, Route};
 pub use tls::{ClientCert, ClientTls, Pki, ServerTls};
 pub use upstream::{Answer, MockServer, Received, Upstream};

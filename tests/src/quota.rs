@@ -2,7 +2,7 @@
 //! gateways that close connections after local replies, SLA tiers handed over by
 //! `client-id-enforcement`, 429 and header checks, refused configurations.
 
-use crate::{Gateway, GatewayBuilder, Response, Upstream};
+use crate::{Gateway, GatewayBuilder, Request, Response, Upstream};
 use serde_json::{json, Value};
 
 /// A gateway that closes a connection as soon as a local reply is written. The harness's
@@ -41,6 +41,19 @@ pub fn behind_client_tiers(
         )
         .wasm(policy, config.to_string())
         .start()
+}
+
+/// A request keyed by `x-client: <client>` (for a `keySelector` of `header:x-client`).
+pub fn as_client(client: &str) -> Request {
+    Request::get("/").header("x-client", client)
+}
+
+/// Sends one HTTP/1.1 request from each of `count` new clients (`x-client: flood-<i>`), as a
+/// flood of one-off keys would, and returns how many were not answered 200.
+pub fn flood_of_new_clients(gw: &Gateway, count: usize) -> usize {
+    (0..count)
+        .filter(|i| gw.send(&as_client(&format!("flood-{i}"))).status != 200)
+        .count()
 }
 
 /// Asserts a `429 rate_limited` that did not reach the upstream.

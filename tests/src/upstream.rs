@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::thread;
+use std::time::Duration;
 
 /// A running echo server. Stops accepting when dropped.
 pub struct Upstream {
@@ -86,6 +87,11 @@ pub struct Answer {
     pub headers: Vec<(String, String)>,
     /// Body.
     pub body: Vec<u8>,
+    /// How long the server waits before answering (a slow peer).
+    pub delay: Duration,
+    /// Only this many bytes of the response (head included) are written before the connection
+    /// is closed (a peer that resets mid-response).
+    pub cut_after: Option<usize>,
 }
 
 impl Answer {
@@ -95,7 +101,21 @@ impl Answer {
             status,
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.into(),
+            delay: Duration::ZERO,
+            cut_after: None,
         }
+    }
+
+    /// Answers after `delay`.
+    pub fn delayed(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
+    }
+
+    /// Writes only the first `bytes` bytes of the response, then closes the connection.
+    pub fn cut_after(mut self, bytes: usize) -> Answer {
+        self.cut_after = Some(bytes);
+        self
     }
 
     /// Adds a header.
@@ -122,7 +142,8 @@ fn accept_loop(listener: TcpListener, stop: Arc<AtomicBool>, handler: Handler) {
 
 /// Serves one keep-alive connection: parses HTTP/1.1 requests (content-length or chunked
 /// bodies) and answers each with `handler`. A handler answer with status 0 closes the
-/// connection without answering (a failed server).
+/// connection without answering (a failed server); [`Answer::delayed`] and
+/// [`Answer::cut_after`] make a slow server and one that resets mid-response.
 fn serve(conn: TcpStream, handler: &(dyn Fn(&Received) -> Answer + Send + Sync)) {
     // The head and the body are written separately: without TCP_NODELAY, Nagle's algorithm
     // holds the body until the peer's delayed ACK (about 40 ms per keep-alive request).
@@ -207,6 +228,9 @@ fn serve(conn: TcpStream, handler: &(dyn Fn(&Received) -> Answer + Send + Sync))
             headers,
             body,
         });
+        if !answer.delay.is_zero() {
+            thread::sleep(answer.delay);
+        }
         if answer.status == 0 {
             return;
         }
@@ -219,6 +243,12 @@ fn serve(conn: TcpStream, handler: &(dyn Fn(&Received) -> Answer + Send + Sync))
             head.push_str(&format!("{n}: {v}\r\n"));
         }
         head.push_str("\r\n");
+        if let Some(cut) = answer.cut_after {
+            let mut whole = head.into_bytes();
+            whole.extend_from_slice(&answer.body);
+            let _ = writer.write_all(&whole[..cut.min(whole.len())]);
+            return;
+        }
         if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&answer.body).is_err() {
             return;
         }
@@ -243,7 +273,13 @@ pub struct MockServer {
 impl MockServer {
     /// Starts on 127.0.0.1 and a free port.
     pub fn start() -> MockServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind mock server");
+        MockServer::start_on(0)
+    }
+
+    /// Starts on 127.0.0.1:`port` (0: a free port), e.g. a peer coming back on the port a
+    /// cluster points at.
+    pub fn start_on(port: u16) -> MockServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind mock server");
         let addr = listener.local_addr().expect("mock server address");
         let state = Arc::new(Mutex::new(MockState::default()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -78,14 +78,17 @@ pub struct Exchange {
 impl CustomPolicy {
     /// The decision, from the request as the host shows it: one host call for a request that
     /// carries the header. A plain function, so it runs the same in Envoy and in `cargo test`.
-    pub fn decide(&self, host: &impl Host) -> Decision {
+    /// `end_of_stream`: no body follows the headers (a preflight never has one).
+    pub fn decide(&self, host: &impl Host, end_of_stream: bool) -> Decision {
         match host.request_header(&self.header).filter(|v| !v.is_empty()) {
             // A handful of values: a linear scan is cheaper than hashing.
             Some(value) if self.values.is_empty() || self.values.contains(&value) => {
                 Decision::Allow(value)
             }
             Some(value) => Decision::NotAllowed(value),
-            None if self.allow_cors_preflight && cors::is_preflight(host) => Decision::Preflight,
+            None if self.allow_cors_preflight && cors::is_preflight(host, end_of_stream) => {
+                Decision::Preflight
+            }
             None => Decision::Missing,
         }
     }
@@ -125,9 +128,9 @@ impl Policy for CustomPolicy {
         &self,
         request: &mut Request<'_, Exchange>,
         host: &mut impl Host,
-        _end_of_stream: bool,
+        end_of_stream: bool,
     ) -> Verdict {
-        match self.decide(host) {
+        match self.decide(host, end_of_stream) {
             Decision::Allow(value) => {
                 // The ABI reads only the first of repeated headers: replace them all with the
                 // value checked, so the upstream never acts on an unchecked one.
@@ -317,12 +320,12 @@ mod tests {
         let policy = deploy(&envoy, r#"{"header": "x-tenant"}"#);
         let mut req = request(&policy, 0, &[("x-tenant", "acme")]);
         assert_eq!(
-            policy.policy(0).decide(&req),
+            policy.policy(0).decide(&req, true),
             Decision::Allow("acme".into())
         );
         assert_eq!(policy.send(&mut req), Verdict::Continue);
         let req = request(&policy, 0, &[("x-tenant", "")]);
-        assert_eq!(policy.policy(0).decide(&req), Decision::Missing);
+        assert_eq!(policy.policy(0).decide(&req, true), Decision::Missing);
     }
 
     #[test]

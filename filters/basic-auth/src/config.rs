@@ -72,6 +72,8 @@ pub struct User {
 pub struct Denials {
     /// No `Authorization` header.
     pub missing: Denial,
+    /// Several `Authorization` lines, or several credentials in one value.
+    pub ambiguous: Denial,
     /// An `Authorization` header with another scheme than Basic.
     pub wrong_scheme: Denial,
     /// Basic credentials that cannot be decoded (base64, UTF-8, colon).
@@ -184,6 +186,10 @@ impl Config {
             missing: denial(
                 "missing_credentials",
                 "This API requires HTTP Basic authentication.",
+            )?,
+            ambiguous: denial(
+                "ambiguous_credentials",
+                "Send exactly one Authorization header with one set of Basic credentials.",
             )?,
             wrong_scheme: denial(
                 "malformed_credentials",

@@ -12,9 +12,10 @@ pub mod hash;
 
 use cache::{Outcome, Tagger, VerificationCache};
 use config::{Config, Denials, User};
-use palisade_kit::credentials::{parse_basic, BasicError};
+use palisade_kit::credentials::{parse_basic, BasicError, Credential};
 use palisade_kit::identity::{self, Identity};
 use palisade_kit::metrics::Counter;
+use palisade_kit::selector::Selector;
 use palisade_kit::{cors, ConfigError, Denial, Host, LogLevel, Policy, Request, Verdict};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ palisade_kit::counters! {
     pub struct Metrics {
         allowed,
         denied_missing,
+        denied_ambiguous,
         denied_malformed,
         denied_invalid,
         preflight,
@@ -48,6 +50,8 @@ pub struct BasicAuth {
     forward_username_header: Option<String>,
     hide_credentials: bool,
     allow_cors_preflight: bool,
+    /// `header:authorization`, read through the kit so that several credentials are refused.
+    authorization: Selector,
     denials: Denials,
     tagger: Tagger,
     cache: RefCell<VerificationCache>,
@@ -107,6 +111,7 @@ impl BasicAuth {
             forward_username_header,
             hide_credentials,
             allow_cors_preflight,
+            authorization: Selector::Header("authorization".into()),
             denials,
             tagger,
             cache: RefCell::new(VerificationCache::new(cache_max_entries, cache_ttl_ms)),
@@ -173,6 +178,21 @@ impl BasicAuth {
         Verdict::Continue
     }
 
+    /// A request without an `Authorization` header: a CORS preflight passes when allowed
+    /// (browsers send them without credentials; `end_of_stream`: no body follows), any other
+    /// request is denied.
+    fn without_credentials(&self, host: &mut impl Host, end_of_stream: bool) -> Verdict {
+        if self.allow_cors_preflight && cors::is_preflight(host, end_of_stream) {
+            if let Some(name) = &self.forward_username_header {
+                // Nobody is authenticated: the upstream must not trust a client's value.
+                host.remove_request_header(name);
+            }
+            self.metrics.preflight.inc(host);
+            return Verdict::Continue;
+        }
+        self.deny(host, &self.denials.missing, self.metrics.denied_missing)
+    }
+
     fn deny(&self, host: &mut impl Host, denial: &Denial, counter: Counter) -> Verdict {
         counter.inc(host);
         denial.send(host)
@@ -199,20 +219,16 @@ impl Policy for BasicAuth {
         &self,
         _: &mut Request<'_, ()>,
         host: &mut impl Host,
-        _: bool,
+        end_of_stream: bool,
     ) -> Verdict {
-        let Some(header) = host.request_header("authorization") else {
-            // Browsers send preflights without credentials; with credentials present the
-            // request is authenticated like any other.
-            if self.allow_cors_preflight && cors::is_preflight(host) {
-                if let Some(name) = &self.forward_username_header {
-                    // Nobody is authenticated: the upstream must not trust a client's value.
-                    host.remove_request_header(name);
-                }
-                self.metrics.preflight.inc(host);
-                return Verdict::Continue;
+        let header = match self.authorization.read_credential(host) {
+            Credential::One(header) => header,
+            // Several `Authorization` lines, or several credentials in one: the upstream might
+            // read other credentials than the ones checked.
+            Credential::Ambiguous => {
+                return self.deny(host, &self.denials.ambiguous, self.metrics.denied_ambiguous)
             }
-            return self.deny(host, &self.denials.missing, self.metrics.denied_missing);
+            Credential::Missing => return self.without_credentials(host, end_of_stream),
         };
         let credentials = match parse_basic(&header) {
             Ok(c) => c,

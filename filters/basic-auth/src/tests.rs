@@ -284,6 +284,42 @@ fn preflights_pass_unauthenticated_unless_disabled() {
     let mut req = envoy.request(0);
     req.add_header(":method", "OPTIONS");
     assert_eq!(run(&p, &mut req), Verdict::Respond);
+
+    // Nor is one with a body, whatever its headers say.
+    let mut req = preflight(&envoy);
+    req.add_header("content-length", "2");
+    assert_eq!(p.request_headers(&mut req, false), Verdict::Respond);
+    assert_denied(&req, "missing_credentials");
+    assert_eq!(envoy.counter("palisade.basic_auth.preflight"), 1);
+}
+
+#[test]
+fn several_credentials_are_refused() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({}));
+    let (alice, bob) = (basic("alice:open:se:same"), basic("bob:hunter2"));
+    let cases: [Vec<String>; 4] = [
+        vec![alice.clone(), bob.clone()],
+        vec![alice.clone(), alice.clone()],
+        // Envoy joins repeated `Authorization` lines into one value.
+        vec![format!("{alice},{bob}")],
+        vec![format!("{alice}, Bearer abc")],
+    ];
+    for lines in &cases {
+        let mut req = request(&envoy, None);
+        for line in lines {
+            req.add_header("authorization", line);
+        }
+        assert_eq!(run(&p, &mut req), Verdict::Respond, "{lines:?}");
+        assert_denied(&req, "ambiguous_credentials");
+    }
+    assert_eq!(envoy.counter("palisade.basic_auth.denied_ambiguous"), 4);
+    assert_eq!(envoy.counter("palisade.basic_auth.allowed"), 0);
+    assert_eq!(
+        envoy.counter("palisade.basic_auth.verified"),
+        0,
+        "refused before any hashing"
+    );
 }
 
 #[test]

@@ -241,7 +241,7 @@ impl Policy for ClientCertificate {
         &self,
         _: &mut Request<'_, ()>,
         host: &mut impl Host,
-        _: bool,
+        end_of_stream: bool,
     ) -> Verdict {
         let (matched, seen) = self.authenticate(host);
         if let Some(matched) = matched {
@@ -253,7 +253,7 @@ impl Policy for ClientCertificate {
             return self.deny_unlisted(host);
         }
         // Browsers send CORS preflights without credentials, client certificates included.
-        if self.config.allow_cors_preflight && cors::is_preflight(host) {
+        if self.config.allow_cors_preflight && cors::is_preflight(host, end_of_stream) {
             self.metrics.preflight.inc(host);
             return Verdict::Continue;
         }

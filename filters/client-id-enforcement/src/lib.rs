@@ -11,6 +11,7 @@ pub mod config;
 pub mod registry;
 
 use config::Config;
+use palisade_kit::credentials::{Credential, CredentialReader};
 use palisade_kit::fetch::{Endpoint, FetchCounters, FetchSettings, Fetched, Fetcher, Source};
 use palisade_kit::identity::Identity;
 use palisade_kit::secret::matches_sha256;
@@ -27,6 +28,10 @@ pub const NAME: &str = "client-id-enforcement";
 pub enum Reason {
     /// No client id in the request.
     MissingClientId,
+    /// The client id or secret is in the request more than once (repeated header lines,
+    /// query parameters or cookies): the upstream might read another client than the one
+    /// authenticated.
+    AmbiguousCredentials,
     /// No client with that id.
     UnknownClient,
     /// A secret is required and none was sent.
@@ -46,6 +51,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::MissingClientId => "missing_client_id",
+            Reason::AmbiguousCredentials => "ambiguous_credentials",
             Reason::UnknownClient => "unknown_client",
             Reason::MissingSecret => "missing_secret",
             Reason::InvalidSecret => "invalid_secret",
@@ -70,8 +76,8 @@ pub enum Outcome {
 palisade_kit::counters! {
     /// The policy's counters (`palisade_client_id_enforcement_<outcome>`).
     pub struct Metrics {
-        allowed, preflight_allowed, missing_client_id, unknown_client, missing_secret,
-        invalid_secret, disabled_client, no_contract, registry_unavailable,
+        allowed, preflight_allowed, missing_client_id, ambiguous_credentials, unknown_client,
+        missing_secret, invalid_secret, disabled_client, no_contract, registry_unavailable,
         registry_fetched, registry_fetch_failed, registry_invalid,
     }
 }
@@ -145,15 +151,30 @@ impl ClientIdEnforcement {
         &self.config
     }
 
-    /// Decides on a request. `remote` is this VM's copy of the remote registry, `None` if none
-    /// was ever loaded (or none is configured).
-    pub fn decide(&self, host: &impl Host, remote: Option<&Registry>) -> Outcome {
+    /// Decides on a request. `end_of_stream` is the request-headers flag (no body follows);
+    /// `remote` is this VM's copy of the remote registry, `None` if none was ever loaded (or
+    /// none is configured).
+    pub fn decide(
+        &self,
+        host: &impl Host,
+        end_of_stream: bool,
+        remote: Option<&Registry>,
+    ) -> Outcome {
         let c = &self.config;
-        if c.allow_cors_preflight && palisade_kit::cors::is_preflight(host) {
+        if c.allow_cors_preflight && palisade_kit::cors::is_preflight(host, end_of_stream) {
             return Outcome::Preflight;
         }
-        let Some(id) = c.id_source.evaluate(host, &Default::default()) else {
-            return Outcome::Denied(Reason::MissingClientId);
+        let credentials = CredentialReader::new(host);
+        let id = match credentials.read(&c.id_source) {
+            Credential::One(id) => id,
+            Credential::Missing => return Outcome::Denied(Reason::MissingClientId),
+            Credential::Ambiguous => return Outcome::Denied(Reason::AmbiguousCredentials),
+        };
+        // Read before the lookup, so a repeated secret is refused whoever the client is.
+        let secret = match c.secret_source.as_ref().map(|s| credentials.read(s)) {
+            Some(Credential::Ambiguous) => return Outcome::Denied(Reason::AmbiguousCredentials),
+            Some(Credential::One(secret)) => Some(secret),
+            Some(Credential::Missing) | None => None,
         };
         // Inline clients take precedence over the remote registry.
         let client = match (c.inline.get(&id), remote) {
@@ -167,8 +188,8 @@ impl ClientIdEnforcement {
             }
             (None, None) => return Outcome::Denied(Reason::UnknownClient),
         };
-        if let Some(source) = &c.secret_source {
-            let Some(secret) = source.evaluate(host, &Default::default()) else {
+        if c.secret_source.is_some() {
+            let Some(secret) = secret else {
                 return Outcome::Denied(Reason::MissingSecret);
             };
             match &client.secret_sha256 {
@@ -225,6 +246,7 @@ impl ClientIdEnforcement {
                 let m = &self.metrics;
                 let counter = match reason {
                     Reason::MissingClientId => m.missing_client_id,
+                    Reason::AmbiguousCredentials => m.ambiguous_credentials,
                     Reason::UnknownClient => m.unknown_client,
                     Reason::MissingSecret => m.missing_secret,
                     Reason::InvalidSecret => m.invalid_secret,
@@ -285,10 +307,10 @@ impl Policy for ClientIdEnforcement {
         &self,
         _: &mut Request<'_, ()>,
         host: &mut impl Host,
-        _: bool,
+        end_of_stream: bool,
     ) -> Verdict {
         let registry = self.remote.as_ref().and_then(|r| r.current(host));
-        let outcome = self.decide(host, registry.as_ref().map(|(r, _)| &**r));
+        let outcome = self.decide(host, end_of_stream, registry.as_ref().map(|(r, _)| &**r));
         self.apply(host, outcome)
     }
 }

@@ -67,7 +67,7 @@ fn every_outcome() {
     ];
     for (headers, expected) in cases {
         let req = request(&envoy, headers);
-        match (p.decide(&req, None), expected) {
+        match (p.decide(&req, true, None), expected) {
             (Outcome::Allowed(client, tier), None) => {
                 assert_eq!((client.id.as_str(), tier.as_str()), ("app-1", "gold"));
             }
@@ -90,7 +90,7 @@ fn denials_have_the_flex_challenge_and_one_generic_message() {
         &[("client_id", "app-3"), ("client_secret", "s3")][..],
     ] {
         let mut req = request(&envoy, headers);
-        let outcome = p.decide(&req, None);
+        let outcome = p.decide(&req, true, None);
         assert_eq!(p.apply(&mut req, outcome), Verdict::Respond);
         let resp = req.response().unwrap();
         assert_eq!(resp.status, 401);
@@ -105,7 +105,7 @@ fn denials_have_the_flex_challenge_and_one_generic_message() {
         "the reason must not leak to the client"
     );
     let mut req = request(&envoy, &[("client_id", "app-2"), ("client_secret", "s2")]);
-    let outcome = p.decide(&req, None);
+    let outcome = p.decide(&req, true, None);
     p.apply(&mut req, outcome);
     assert_eq!(req.response().unwrap().status, 403);
     assert_eq!(
@@ -138,7 +138,7 @@ fn success_hands_the_identity_on_and_hides_credentials() {
             ("x-other", "1"),
         ],
     );
-    let outcome = p.decide(&req, None);
+    let outcome = p.decide(&req, true, None);
     assert_eq!(p.apply(&mut req, outcome), Verdict::Continue);
     let id = Identity::current(&req).unwrap();
     assert_eq!(id.client_id.as_deref(), Some("app-1"));
@@ -162,7 +162,7 @@ fn query_and_basic_modes() {
     );
     let mut req = envoy.request(0);
     req.add_header(":path", "/orders?client_id=app-1&client_secret=s1&page=2");
-    let outcome = q.decide(&req, None);
+    let outcome = q.decide(&req, true, None);
     assert!(matches!(outcome, Outcome::Allowed(..)));
     q.apply(&mut req, outcome);
     assert_eq!(req.headers()[0].1, "/orders?client_id=app-1&page=2");
@@ -173,9 +173,9 @@ fn query_and_basic_modes() {
     );
     let creds = base64::engine::general_purpose::STANDARD.encode("app-1:s1");
     let req = request(&envoy, &[("authorization", &format!("Basic {creds}"))]);
-    assert!(matches!(b.decide(&req, None), Outcome::Allowed(..)));
+    assert!(matches!(b.decide(&req, true, None), Outcome::Allowed(..)));
     let mut bad = request(&envoy, &[("authorization", "Basic !!")]);
-    let outcome = b.decide(&bad, None);
+    let outcome = b.decide(&bad, true, None);
     assert_eq!(outcome, Outcome::Denied(Reason::MissingClientId));
     b.apply(&mut bad, outcome);
     assert_eq!(
@@ -189,19 +189,156 @@ fn no_secret_mode_and_preflights() {
     let envoy = TestEnvoy::new(1);
     let p = policy(&envoy, r#", "clientSecretSource": null"#);
     let req = request(&envoy, &[("client_id", "app-1")]);
-    assert!(matches!(p.decide(&req, None), Outcome::Allowed(..)));
+    assert!(matches!(p.decide(&req, true, None), Outcome::Allowed(..)));
     let mut pre = envoy.request(0);
     pre.add_header(":method", "OPTIONS")
         .add_header("origin", "https://shop.example")
         .add_header("access-control-request-method", "PUT");
-    assert_eq!(p.decide(&pre, None), Outcome::Preflight);
+    assert_eq!(p.decide(&pre, true, None), Outcome::Preflight);
     let strict = policy(
         &envoy,
         r#", "clientSecretSource": null, "allowCorsPreflight": false"#,
     );
     assert_eq!(
-        strict.decide(&pre, None),
+        strict.decide(&pre, true, None),
         Outcome::Denied(Reason::MissingClientId)
+    );
+}
+
+#[test]
+fn repeated_credentials_are_refused_in_every_mode() {
+    use base64::Engine;
+    let envoy = TestEnvoy::new(1);
+    let basic = |s: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(s)
+        )
+    };
+    let header = policy(&envoy, "");
+    let query = policy(
+        &envoy,
+        r#", "clientIdSource": "query:client_id", "clientSecretSource": "query:client_secret""#,
+    );
+    let cookie = policy(
+        &envoy,
+        r#", "clientIdSource": "cookie:cid", "clientSecretSource": "cookie:cs""#,
+    );
+    let basic_mode = policy(
+        &envoy,
+        r#", "clientIdSource": "basic:username", "clientSecretSource": "basic:password""#,
+    );
+    let (good, other) = (basic("app-1:s1"), basic("app-2:s2"));
+    let joined = format!("{good},{other}");
+    type Case<'a> = (&'a ClientIdEnforcement, &'a str, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
+        // Valid credentials, then another client's id: the upstream may read the last one.
+        (
+            &header,
+            "/orders",
+            vec![
+                ("client_id", "app-1"),
+                ("client_secret", "s1"),
+                ("client_id", "app-2"),
+            ],
+        ),
+        (
+            &header,
+            "/orders",
+            vec![
+                ("client_id", "app-1"),
+                ("client_secret", "s1"),
+                ("client_secret", "s1"),
+            ],
+        ),
+        (
+            &query,
+            "/orders?client_id=app-1&client_secret=s1&client_id=app-2",
+            vec![],
+        ),
+        (
+            &query,
+            "/orders?client_id=app-1&client_secret=s1&client%5Fsecret=x",
+            vec![],
+        ),
+        (
+            &cookie,
+            "/orders",
+            vec![("cookie", "cid=app-1; cs=s1"), ("cookie", "cid=app-2")],
+        ),
+        (
+            &cookie,
+            "/orders",
+            vec![("cookie", "cid=app-1; cs=s1; cid=app-2")],
+        ),
+        (
+            &basic_mode,
+            "/orders",
+            vec![("authorization", &good), ("authorization", &other)],
+        ),
+        // Envoy's form of two `Authorization` lines.
+        (&basic_mode, "/orders", vec![("authorization", &joined)]),
+    ];
+    for (p, path, headers) in cases {
+        let mut req = envoy.request(0);
+        req.add_header(":method", "GET").add_header(":path", path);
+        for (n, v) in &headers {
+            req.add_header(n, v);
+        }
+        let outcome = p.decide(&req, true, None);
+        assert_eq!(
+            outcome,
+            Outcome::Denied(Reason::AmbiguousCredentials),
+            "{path} {headers:?}"
+        );
+        assert_eq!(p.apply(&mut req, outcome), Verdict::Respond);
+        let response = req.response().unwrap();
+        assert_eq!(response.status, 401);
+        assert_eq!(response.json()["error"], "invalid_client");
+    }
+    assert_eq!(
+        envoy.counter("palisade.client_id_enforcement.ambiguous_credentials"),
+        8
+    );
+    // The same credentials once each pass.
+    let req = request(&envoy, &[("client_id", "app-1"), ("client_secret", "s1")]);
+    assert!(matches!(
+        header.decide(&req, true, None),
+        Outcome::Allowed(..)
+    ));
+}
+
+#[test]
+fn an_options_request_with_a_body_is_authenticated() {
+    let envoy = TestEnvoy::new(1);
+    let policy = envoy
+        .deploy::<ClientIdEnforcement>(&format!(
+            r#"{{"api": "orders", "clients": {}}}"#,
+            clients_json()
+        ))
+        .unwrap();
+    let preflight_like = || {
+        let mut req = policy.request(0);
+        req.add_header(":method", "OPTIONS")
+            .add_header(":path", "/orders")
+            .add_header("origin", "https://shop.example")
+            .add_header("access-control-request-method", "POST");
+        req
+    };
+    let mut req = preflight_like();
+    req.add_header("content-length", "13");
+    assert_eq!(policy.request_headers(&mut req, false), Verdict::Respond);
+    assert_eq!(req.response().unwrap().status, 401);
+    assert_eq!(
+        envoy.counter("palisade.client_id_enforcement.missing_client_id"),
+        1
+    );
+    // Without the body it is a preflight.
+    let mut req = preflight_like();
+    assert_eq!(policy.request_headers(&mut req, true), Verdict::Continue);
+    assert_eq!(
+        envoy.counter("palisade.client_id_enforcement.preflight_allowed"),
+        1
     );
 }
 
@@ -215,7 +352,7 @@ fn remote_registry_lookup_and_unavailability() {
     let p = ClientIdEnforcement::configure(json.as_bytes(), &mut envoy.request(0)).unwrap();
     let remote = Registry::parse_document(clients_json().as_bytes()).unwrap();
     let ask = |id: &str, remote: Option<&Registry>| {
-        p.decide(&request(&envoy, &[("client_id", id)]), remote)
+        p.decide(&request(&envoy, &[("client_id", id)]), true, remote)
     };
     // Before the registry ever loaded: inline clients work, others cannot be judged.
     assert!(matches!(ask("inline", None), Outcome::Allowed(..)));
@@ -243,7 +380,7 @@ fn a_client_without_a_secret_fails_when_a_secret_is_required() {
             .unwrap();
     let req = request(&envoy, &[("client_id", "open"), ("client_secret", "")]);
     assert_eq!(
-        p.decide(&req, Some(&remote)),
+        p.decide(&req, true, Some(&remote)),
         Outcome::Denied(Reason::InvalidSecret)
     );
 }

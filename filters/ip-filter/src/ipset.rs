@@ -44,13 +44,17 @@ pub struct IpSetBuilder {
 impl IpSetBuilder {
     /// Adds one entry: `203.0.113.7`, `10.0.0.0/8`, `2001:db8::/32`, `::1`, or an octet prefix
     /// such as `192.168` (= `192.168.0.0/16`). A CIDR with host bits set (`192.168.3.1/30`)
-    /// means its network. The error message quotes the entry.
+    /// means its network. An IPv4-mapped entry (`::ffff:127.0.0.1`, `::ffff:127.0.0.0/104`)
+    /// is the IPv4 range it carries, since client addresses are read the same way. The error
+    /// message quotes the entry.
     pub fn add(&mut self, entry: &str) -> Result<(), String> {
         let text = entry.trim();
         let net = if let Ok(net) = text.parse::<IpNet>() {
-            net.trunc()
+            unmap(net)
+                .map_err(|why| format!("{entry:?}: {why}"))?
+                .trunc()
         } else if let Ok(ip) = text.parse::<IpAddr>() {
-            IpNet::from(ip)
+            IpNet::from(palisade_kit::address::normalize(ip))
         } else if let Some(net) = octet_prefix(text) {
             net
         } else {
@@ -75,6 +79,28 @@ impl IpSetBuilder {
             v4: merge(self.v4),
             v6: merge(self.v6),
         }
+    }
+}
+
+/// An IPv4-mapped CIDR (`::ffff:a.b.c.d/96+n`) as the IPv4 CIDR `a.b.c.d/n`; other CIDRs
+/// unchanged. A mapped address with a prefix under 96 would also cover IPv6 addresses outside
+/// the mapped block (`::ffff:0:0/96`), which no IPv4 client can be: refused as ambiguous. (A
+/// plain IPv6 range such as `::/0` stays IPv6-only: IPv4 clients match IPv4 entries.)
+fn unmap(net: IpNet) -> Result<IpNet, String> {
+    let IpNet::V6(v6) = net else {
+        return Ok(net);
+    };
+    let Some(v4) = v6.addr().to_ipv4_mapped() else {
+        return Ok(net);
+    };
+    match v6.prefix_len().checked_sub(96) {
+        Some(prefix) => IpNet::new(IpAddr::V4(v4), prefix).map_err(|e| e.to_string()),
+        None => Err(format!(
+            "an IPv4-mapped address needs a prefix of at least /96 (/96 is all of IPv4, \
+             /{} would also cover addresses that are not IPv4-mapped): write an IPv4 range \
+             (\"0.0.0.0/0\" is every IPv4 address)",
+            v6.prefix_len()
+        )),
     }
 }
 
@@ -168,6 +194,43 @@ mod tests {
         assert!(has(&s, "::ffff:10.1.1.1"));
         assert!(!has(&s, "11.0.0.0"));
         assert!(!has(&s, "9.255.255.255"));
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_are_their_ipv4_ranges() {
+        let s = set(&[
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.0/104",
+            "::FFFF:7f00:2/127",
+        ]);
+        assert_eq!(
+            s,
+            set(&["127.0.0.1", "10.0.0.0/8", "127.0.0.2/31"]),
+            "mapped entries land in the IPv4 ranges"
+        );
+        assert!(has(&s, "127.0.0.1"));
+        assert!(has(&s, "::ffff:127.0.0.1"));
+        assert!(has(&s, "10.200.0.1"));
+        assert!(has(&s, "127.0.0.3"));
+        assert!(!has(&s, "127.0.0.4"));
+        assert!(!has(&s, "11.0.0.1"));
+        // Host bits below the mapped prefix are ignored like any CIDR's.
+        assert_eq!(set(&["::ffff:10.1.2.3/104"]), set(&["10.0.0.0/8"]));
+        // /96 is every IPv4 address.
+        assert!(has(&set(&["::ffff:0.0.0.0/96"]), "203.0.113.9"));
+        // Plain IPv6 ranges stay IPv6, even those that contain the mapped block.
+        assert!(!has(&set(&["::/0"]), "10.0.0.1"));
+        assert!(has(&set(&["::/0"]), "2001:db8::1"));
+    }
+
+    #[test]
+    fn mapped_prefixes_under_96_are_refused() {
+        let mut b = IpSetBuilder::default();
+        for bad in ["::ffff:127.0.0.0/95", "::ffff:0:0/80", "::ffff:10.0.0.1/0"] {
+            let msg = b.add(bad).unwrap_err();
+            assert!(msg.contains(&format!("{bad:?}")), "{msg}");
+            assert!(msg.contains("at least /96"), "{msg}");
+        }
     }
 
     #[test]

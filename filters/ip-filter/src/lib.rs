@@ -163,6 +163,78 @@ mod tests {
     }
 
     #[test]
+    fn every_header_line_counts_so_a_client_line_cannot_hide_the_proxy_line() {
+        let envoy = TestEnvoy::new(1);
+        let with_lines = |lines: &[&str]| {
+            let mut req = from(&envoy, "127.0.0.1:1", None);
+            for line in lines {
+                req.add_header("x-real-ip", line);
+            }
+            req
+        };
+        // The client claims an allowed address on its own line; the trusted proxy's line
+        // after it carries the real one.
+        let allow = filter(
+            &envoy,
+            r#"{"ips": ["10.0.0.0/8"], "ipSource": "header:x-real-ip"}"#,
+        );
+        let mut spoofed = with_lines(&["10.0.0.1", "198.51.100.4"]);
+        assert_eq!(allow.send(&mut spoofed), Verdict::Respond);
+        let mut real = with_lines(&["198.51.100.4", "10.3.3.3"]);
+        assert_eq!(allow.send(&mut real), Verdict::Continue);
+        // A blocked client cannot slip past a blocklist by writing a line first.
+        let block = filter(
+            &envoy,
+            r#"{"mode": "blocklist", "ips": ["203.0.113.0/24"], "ipSource": "header:x-real-ip"}"#,
+        );
+        let mut evading = with_lines(&["192.0.2.1", "203.0.113.7"]);
+        assert_eq!(block.send(&mut evading), Verdict::Respond);
+        let mut other = with_lines(&["203.0.113.7", "192.0.2.1"]);
+        assert_eq!(block.send(&mut other), Verdict::Continue);
+    }
+
+    #[test]
+    fn forwarded_for_lines_are_one_list_for_trusted_hops() {
+        let envoy = TestEnvoy::new(1);
+        let f = filter(
+            &envoy,
+            r#"{"ips": ["10.0.0.0/8"], "ipSource": "xff", "trustedHops": 2}"#,
+        );
+        // Two trusted proxies, the second adding its entry as a new line.
+        let mut req = from(&envoy, "127.0.0.1:1", Some("198.51.100.4, 10.1.1.1"));
+        req.add_header("x-forwarded-for", "192.0.2.50");
+        assert_eq!(f.send(&mut req), Verdict::Continue);
+        let mut spoofed = from(&envoy, "127.0.0.1:1", Some("10.1.1.1, 198.51.100.4"));
+        spoofed.add_header("x-forwarded-for", "192.0.2.50");
+        assert_eq!(f.send(&mut spoofed), Verdict::Respond);
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_match_ipv4_clients() {
+        let envoy = TestEnvoy::new(1);
+        let allow = filter(&envoy, r#"{"ips": ["::ffff:127.0.0.0/104"]}"#);
+        for peer in ["127.0.0.9:1", "[::ffff:127.1.2.3]:1"] {
+            let mut req = from(&envoy, peer, None);
+            assert_eq!(allow.send(&mut req), Verdict::Continue, "{peer}");
+        }
+        let mut outside = from(&envoy, "128.0.0.1:1", None);
+        assert_eq!(allow.send(&mut outside), Verdict::Respond);
+        let block = filter(
+            &envoy,
+            r#"{"mode": "blocklist", "ips": ["::ffff:127.0.0.2"]}"#,
+        );
+        let mut blocked = from(&envoy, "127.0.0.2:1", None);
+        assert_eq!(block.send(&mut blocked), Verdict::Respond);
+        let mut other = from(&envoy, "127.0.0.3:1", None);
+        assert_eq!(block.send(&mut other), Verdict::Continue);
+        let err = envoy
+            .deploy::<IpFilter>(r#"{"ips": ["10.0.0.1", "::ffff:127.0.0.0/90"]}"#)
+            .unwrap_err();
+        assert!(err.contains("invalid configuration at `ips[1]`"), "{err}");
+        assert!(err.contains("at least /96"), "{err}");
+    }
+
+    #[test]
     fn denial_can_be_overridden() {
         let envoy = TestEnvoy::new(1);
         let f = filter(

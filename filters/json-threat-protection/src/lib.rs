@@ -14,6 +14,27 @@ use palisade_kit::body::{BodyPolicy, BodyRules};
 use palisade_kit::{ConfigError, Host};
 use scanner::{JsonScanner, Limits};
 
+/// The media types (besides [`JSON_SUFFIX`]) whose bodies some widely used framework parses as
+/// JSON by default, so a gateway that skipped them would let a payload through to a parser:
+/// `application/json` (RFC 8259, every framework), `text/json` (ASP.NET Core's JSON input
+/// formatters), `text/x-json` and `application/jsonrequest` (Rails registers both as its
+/// `:json` type and parses them as JSON params), `application/x-json` (Symfony's `json`
+/// request format). Newline-delimited streams (`application/x-ndjson`, `application/jsonl`,
+/// `application/json-seq`) are not single documents, so a strict JSON scan would refuse
+/// valid ones: they are left out on purpose.
+pub const JSON_MEDIA_TYPES: &[&str] = &[
+    "application/json",
+    "text/json",
+    "text/x-json",
+    "application/x-json",
+    "application/jsonrequest",
+];
+
+/// The structured-syntax suffix (RFC 6839) of JSON media types, any type:
+/// `application/problem+json`, `application/vnd.api+json`, `application/merge-patch+json`,
+/// `application/json-patch+json` (ASP.NET Core, Spring, Flask and Jersey parse `*/*+json`).
+pub const JSON_SUFFIX: &str = "+json";
+
 /// The compiled policy.
 pub struct JsonThreatProtection {
     limits: Limits,
@@ -29,8 +50,8 @@ impl BodyPolicy for JsonThreatProtection {
         let rules = BodyRules::configure(
             Self::NAME,
             "json_threat",
-            &["application/json"],
-            "+json",
+            JSON_MEDIA_TYPES,
+            JSON_SUFFIX,
             &config.body,
             host,
         )?;
@@ -113,6 +134,59 @@ mod tests {
             Verdict::Respond
         );
         assert_eq!(send(&all, "text/plain", "{}", 1, true).0, Verdict::Continue);
+    }
+
+    #[test]
+    fn every_json_media_type_is_inspected_whatever_its_case_and_parameters() {
+        let envoy = TestEnvoy::new(1);
+        let p = policy(&envoy, r#"{"maxContainerDepth": 1}"#);
+        for media in [
+            "application/json",
+            "text/json",
+            "text/x-json",
+            "application/x-json",
+            "application/jsonrequest",
+            "application/problem+json",
+            "application/vnd.api+json",
+            "application/merge-patch+json",
+            "application/json-patch+json",
+            "Text/JSON",
+            "text/json; charset=utf-8",
+            "APPLICATION/JSON;CHARSET=UTF-8",
+            " application/vnd.api+json ; ext=bulk",
+        ] {
+            let (verdict, resp) = send(&p, media, "[[1]]", 2, false);
+            assert_eq!(verdict, Verdict::Respond, "{media}");
+            assert_eq!(
+                resp.unwrap().json()["message"],
+                "maxContainerDepth (1) exceeded at byte 1",
+                "{media}"
+            );
+            assert_eq!(send(&p, media, "[1]", 2, false).0, Verdict::Continue);
+        }
+        assert_eq!(envoy.counter("palisade.json_threat_protection.skipped"), 0);
+    }
+
+    #[test]
+    fn streams_of_documents_and_other_types_pass_uninspected_and_are_counted() {
+        let envoy = TestEnvoy::new(1);
+        let p = policy(&envoy, r#"{"maxContainerDepth": 1}"#);
+        let stream = "[[1]]\n[[2]]\n";
+        for media in [
+            "application/x-ndjson",
+            "application/jsonl",
+            "application/json-seq",
+            "application/jsonx",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/json+xml",
+        ] {
+            assert_eq!(send(&p, media, stream, 3, false), (Verdict::Continue, None));
+        }
+        assert_eq!(envoy.counter("palisade.json_threat_protection.skipped"), 7);
+        // No content type: inspected (an upstream may read the body as JSON anyway).
+        let mut req = p.request(0);
+        assert_eq!(p.send_body(&mut req, b"[[1]]", 2), Verdict::Respond);
     }
 
     #[test]

@@ -135,6 +135,10 @@ pub struct ClaimRule {
 pub struct Denials {
     /// No token: 401 with `WWW-Authenticate: Bearer realm=...`.
     pub missing: Denial,
+    /// Several tokens (repeated header lines, query parameters or cookies, or several
+    /// credentials in one `Authorization` value): 400 with `error="invalid_request"`
+    /// (RFC 6750 §3.1).
+    pub ambiguous: Denial,
     /// Invalid token: 401 with `error="invalid_token"`.
     pub invalid: Denial,
     /// Scopes not granted: 403 with `error="insufficient_scope"`.
@@ -461,6 +465,10 @@ fn denials(
         missing: d(
             Denial::new(401, "missing_token", "An access token is required.")
                 .with_header("www-authenticate", &challenge(None)),
+        )?,
+        ambiguous: d(
+            Denial::new(400, "invalid_request", "Send exactly one access token.")
+                .with_header("www-authenticate", &challenge(Some("invalid_request"))),
         )?,
         invalid: d(Denial::new(
             401,

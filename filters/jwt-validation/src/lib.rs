@@ -18,8 +18,7 @@ use cache::VerifyCache;
 use config::Config;
 use jwks::JwksSource;
 use keys::KeySet;
-use palisade_kit::address::AddressSource;
-use palisade_kit::credentials::bearer;
+use palisade_kit::credentials::{bearer, Credential};
 use palisade_kit::fetch::{FetchCounters, Fetcher};
 use palisade_kit::identity::{Identity, PROPERTY_PATH};
 use palisade_kit::{CallResponse, ConfigError, Host, LogLevel, Policy, Request, Verdict, Wakes};
@@ -34,8 +33,9 @@ pub const NAME: &str = "jwt-validation";
 palisade_kit::counters! {
     /// The policy's counters (`palisade_jwt_validation_<outcome>`).
     pub struct Metrics {
-        allowed, missing_token, invalid_token, forbidden, unavailable, cache_hit, preflight,
-        jwks_fetched, jwks_fetch_failed, jwks_invalid, jwks_refresh_requested, kid_waits,
+        allowed, missing_token, ambiguous_token, invalid_token, forbidden, unavailable, cache_hit,
+        preflight, jwks_fetched, jwks_fetch_failed, jwks_invalid, jwks_refresh_requested,
+        kid_waits,
     }
 }
 
@@ -109,23 +109,44 @@ impl JwtValidation {
         (host.now_ms() < usable_until).then_some(set)
     }
 
-    /// Decides on a request without waiting for keys.
+    /// Decides on a request without a body, without waiting for keys.
     pub fn check(&self, host: &mut impl Host) -> Verdict {
-        self.decide(host, None)
+        self.on_headers(host, true, None)
     }
 
-    /// Decides on a request. With `waiter` (its context id), a token with an unknown `kid` may
-    /// wait for the JWKS refresh it brings forward ([`Verdict::Pause`]).
-    pub fn decide(&self, host: &mut impl Host, waiter: Option<u32>) -> Verdict {
-        let d = &self.config.denials;
-        if self.config.allow_preflight && palisade_kit::cors::is_preflight(host) {
+    /// The request-headers decision: a CORS preflight (`end_of_stream`: no body follows) passes
+    /// when allowed, any other request is [decided](Self::decide).
+    pub fn on_headers(
+        &self,
+        host: &mut impl Host,
+        end_of_stream: bool,
+        waiter: Option<u32>,
+    ) -> Verdict {
+        if self.config.allow_preflight && palisade_kit::cors::is_preflight(host, end_of_stream) {
             self.metrics.preflight.inc(host);
             return Verdict::Continue;
         }
-        let raw = self.config.source.evaluate(host, &AddressSource::Peer);
-        let Some(token) = raw.and_then(|raw| bearer(&self.config.source, &raw)) else {
-            self.metrics.missing_token.inc(host);
-            return d.missing.send(host);
+        self.decide(host, waiter)
+    }
+
+    /// Decides on a request by its token. With `waiter` (its context id), a token with an
+    /// unknown `kid` may wait for the JWKS refresh it brings forward ([`Verdict::Pause`]).
+    pub fn decide(&self, host: &mut impl Host, waiter: Option<u32>) -> Verdict {
+        let d = &self.config.denials;
+        let source = &self.config.source;
+        let token = match source
+            .read_credential(host)
+            .and_then(|raw| bearer(source, &raw))
+        {
+            Credential::One(token) => token,
+            Credential::Missing => {
+                self.metrics.missing_token.inc(host);
+                return d.missing.send(host);
+            }
+            Credential::Ambiguous => {
+                self.metrics.ambiguous_token.inc(host);
+                return d.ambiguous.send(host);
+            }
         };
         let Some(keys) = self.keys(host) else {
             self.metrics.unavailable.inc(host);
@@ -283,10 +304,10 @@ impl Policy for JwtValidation {
         &self,
         request: &mut Request<'_, ()>,
         host: &mut impl Host,
-        _: bool,
+        end_of_stream: bool,
     ) -> Verdict {
         self.strip_forged_headers(host);
-        self.decide(host, Some(request.id))
+        self.on_headers(host, end_of_stream, Some(request.id))
     }
 
     fn on_wake(&self, _: &mut Request<'_, ()>, host: &mut impl Host) -> Verdict {

@@ -273,6 +273,117 @@ fn cors_preflights_pass_unless_disabled() {
 }
 
 #[test]
+fn several_tokens_are_refused_whatever_the_source() {
+    let envoy = TestEnvoy::new(1);
+    let s = Signer::new();
+    let good = s.es256(now_s(&envoy), json!({}));
+    let other = s.es256(now_s(&envoy), json!({"sub": "someone-else"}));
+    let (bearer_good, bearer_other) = (format!("Bearer {good}"), format!("Bearer {other}"));
+    let joined = format!("{bearer_good}, {bearer_other}");
+    let in_header = local(&s, json!({"realm": "orders"}));
+    let custom = local(
+        &s,
+        json!({"realm": "orders", "tokenSource": "header:x-token"}),
+    );
+    let query = local(
+        &s,
+        json!({"realm": "orders", "tokenSource": "query:access_token"}),
+    );
+    let cookie = local(&s, json!({"realm": "orders", "tokenSource": "cookie:at"}));
+    let query_path = format!("/orders?access_token={good}&access_token={other}");
+    let cookie_one = format!("at={good}");
+    let cookie_two = format!("at={other}");
+    type Case<'a> = (&'a [u8], &'a str, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
+        (
+            &in_header,
+            "/orders",
+            vec![
+                ("authorization", &bearer_good),
+                ("authorization", &bearer_other),
+            ],
+        ),
+        // The same token twice is refused too: the rule is one value, not one identity.
+        (
+            &in_header,
+            "/orders",
+            vec![
+                ("authorization", &bearer_good),
+                ("authorization", &bearer_good),
+            ],
+        ),
+        // How Envoy hands over two `Authorization` lines.
+        (&in_header, "/orders", vec![("authorization", &joined)]),
+        (
+            &custom,
+            "/orders",
+            vec![("x-token", &good), ("x-token", &other)],
+        ),
+        (&query, &query_path, vec![]),
+        (
+            &cookie,
+            "/orders",
+            vec![("cookie", &cookie_one), ("cookie", &cookie_two)],
+        ),
+    ];
+    for (config, path, headers) in &cases {
+        let p = policy(&envoy, config);
+        let mut req = envoy.request(0);
+        req.add_header(":method", "GET").add_header(":path", path);
+        for (n, v) in headers {
+            req.add_header(n, v);
+        }
+        let r = (p.check(&mut req), req);
+        assert_status(&r, 400, "invalid_request");
+        assert_eq!(
+            r.1.response().unwrap().header("www-authenticate"),
+            Some(r#"Bearer realm="orders", error="invalid_request""#),
+            "{path} {headers:?}"
+        );
+    }
+    assert_eq!(
+        envoy.counter("palisade.jwt_validation.ambiguous_token"),
+        cases.len() as i64
+    );
+    assert_eq!(envoy.counter("palisade.jwt_validation.allowed"), 0);
+    // One of them alone passes.
+    let p = policy(&envoy, &custom);
+    let mut req = envoy.request(0);
+    req.add_header("x-token", &good);
+    assert_eq!(p.check(&mut req), Verdict::Continue);
+}
+
+#[test]
+fn an_options_request_with_a_body_needs_a_token() {
+    let envoy = TestEnvoy::new(1);
+    let s = Signer::new();
+    let config = String::from_utf8(local(&s, json!({}))).unwrap();
+    let deployed = envoy.deploy::<JwtValidation>(&config).unwrap();
+    let preflight_like = || {
+        let mut r = deployed.request(0);
+        r.add_header(":method", "OPTIONS")
+            .add_header(":path", "/orders")
+            .add_header("origin", "https://a.example")
+            .add_header("access-control-request-method", "POST");
+        r
+    };
+    let mut with_body = preflight_like();
+    with_body.add_header("transfer-encoding", "chunked");
+    assert_eq!(
+        deployed.request_headers(&mut with_body, false),
+        Verdict::Respond
+    );
+    assert_eq!(with_body.response().unwrap().status, 401);
+    assert_eq!(envoy.counter("palisade.jwt_validation.missing_token"), 1);
+    let mut preflight = preflight_like();
+    assert_eq!(
+        deployed.request_headers(&mut preflight, true),
+        Verdict::Continue
+    );
+    assert_eq!(envoy.counter("palisade.jwt_validation.preflight"), 1);
+}
+
+#[test]
 fn scopes_and_or_with_scope_and_scp() {
     let envoy = TestEnvoy::new(1);
     let s = Signer::new();

@@ -6,6 +6,12 @@
 //! trusted hops: each trusted proxy appended the address it saw, so the client is the entry that
 //! many places from the right. The leftmost entries are whatever the client sent and are never
 //! used. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are read as IPv4.
+//!
+//! A header sent as several lines is one list: the lines in order, as if joined with commas
+//! (RFC 9110 §5.3; Envoy itself joins `X-Forwarded-For` lines that way). So a proxy that adds
+//! its own line after the client's (rather than appending to the client's line) still supplies
+//! the rightmost entry, and trusted hops are counted across lines. Reading only the first line
+//! would take the client's line and hide the address the proxy added.
 
 use crate::config::is_token;
 use crate::host::Host;
@@ -17,8 +23,8 @@ pub enum AddressSource {
     /// The downstream connection's address as Envoy reports it.
     #[default]
     Peer,
-    /// A comma-separated list header (`x-forwarded-for`, or a custom one): the entry
-    /// `trusted_hops` places from the right.
+    /// A comma-separated list header (`x-forwarded-for`, or a custom one), all its lines in
+    /// order: the entry `trusted_hops` places from the right.
     Header {
         /// Lowercase header name.
         name: String,
@@ -75,7 +81,11 @@ impl AddressSource {
         })
     }
 
-    /// The client address of the current request, if the source yields a parseable one.
+    /// The client address of the current request, if the source yields a parseable one. With
+    /// a header source, every line of the header counts (one host call reading the header
+    /// map: the single-value read returns only the first line); `None` when the lines hold
+    /// fewer than `trusted_hops` entries or the entry is not an address, which every caller
+    /// treats as "no address" (an allowlist denies, a quota key falls in the missing-key bucket).
     pub fn resolve(&self, host: &impl Host) -> Option<IpAddr> {
         match self {
             AddressSource::Peer => {
@@ -83,11 +93,24 @@ impl AddressSource {
                 parse_address(std::str::from_utf8(&raw).ok()?)
             }
             AddressSource::Header { name, trusted_hops } => {
-                let value = host.request_header(name)?;
-                parse_address(nth_from_right(&value, *trusted_hops)?)
+                let lines = host.request_header_values(name);
+                parse_address(nth_from_right_of_lines(&lines, *trusted_hops)?)
             }
         }
     }
+}
+
+/// The entry `n` places from the right (1 = rightmost) of a list sent as several header lines,
+/// read as the lines joined with commas in order (without joining them), or `None` when the
+/// lines hold fewer entries.
+pub fn nth_from_right_of_lines<S: AsRef<str>>(lines: &[S], n: u32) -> Option<&str> {
+    let n = usize::try_from(n).ok()?.checked_sub(1)?;
+    lines
+        .iter()
+        .rev()
+        .flat_map(|line| line.as_ref().rsplit(','))
+        .nth(n)
+        .map(str::trim)
 }
 
 /// The entry `n` places from the right (1 = rightmost) of a comma-separated list, or `None` when
@@ -172,6 +195,63 @@ mod tests {
         assert_eq!(nth_from_right(xff, 3), Some("6.6.6.6"));
         assert_eq!(nth_from_right(xff, 4), None);
         assert_eq!(nth_from_right(xff, 0), None);
+    }
+
+    #[test]
+    fn counts_hops_across_header_lines_as_one_list() {
+        let lines = ["6.6.6.6, 1.1.1.1", "2.2.2.2", "3.3.3.3 ,4.4.4.4"];
+        let joined = lines.join(",");
+        for n in 0..=6 {
+            assert_eq!(
+                nth_from_right_of_lines(&lines, n),
+                nth_from_right(&joined, n),
+                "{n}"
+            );
+        }
+        assert_eq!(nth_from_right_of_lines(&lines, 3), Some("2.2.2.2"));
+        assert_eq!(nth_from_right_of_lines(&lines, 5), Some("6.6.6.6"));
+        assert_eq!(nth_from_right_of_lines(&[] as &[&str], 1), None);
+        // An empty line is an empty entry, which is no address.
+        assert_eq!(nth_from_right_of_lines(&["", "2.2.2.2"], 2), Some(""));
+    }
+
+    #[test]
+    fn a_proxy_line_after_the_client_line_is_the_client_address() {
+        let envoy = TestEnvoy::new(1);
+        let mut req = envoy.request(0);
+        req.set_peer("127.0.0.1:5555");
+        // The client wrote one line; the trusted proxy added its own after it.
+        req.add_header("x-real-ip", "10.0.0.1");
+        req.add_header("x-real-ip", "203.0.113.7");
+        let real_ip = AddressSource::parse("header:x-real-ip", None).unwrap();
+        assert_eq!(real_ip.resolve(&req), Some("203.0.113.7".parse().unwrap()));
+        let two_hops = AddressSource::parse("header:x-real-ip", Some(2)).unwrap();
+        assert_eq!(two_hops.resolve(&req), Some("10.0.0.1".parse().unwrap()));
+        let three_hops = AddressSource::parse("header:x-real-ip", Some(3)).unwrap();
+        assert_eq!(three_hops.resolve(&req), None);
+    }
+
+    #[test]
+    fn forwarded_for_split_over_lines_counts_trusted_hops_across_them() {
+        let envoy = TestEnvoy::new(1);
+        let mut req = envoy.request(0);
+        req.set_peer("127.0.0.1:5555");
+        // Client-written entries, then two trusted proxies: the first appended the client's
+        // address to the client's line, the second added a line with the first proxy's.
+        req.add_header("x-forwarded-for", "10.9.9.9, 198.51.100.4");
+        req.add_header("x-forwarded-for", "192.0.2.10");
+        let two_hops = AddressSource::parse("xff", Some(2)).unwrap();
+        assert_eq!(
+            two_hops.resolve(&req),
+            Some("198.51.100.4".parse().unwrap())
+        );
+        let one_hop = AddressSource::parse("xff", Some(1)).unwrap();
+        assert_eq!(one_hop.resolve(&req), Some("192.0.2.10".parse().unwrap()));
+        // A junk line where the trusted entry should be is no address, not the next one.
+        let mut junk = envoy.request(0);
+        junk.add_header("x-forwarded-for", "198.51.100.4");
+        junk.add_header("x-forwarded-for", "unknown");
+        assert_eq!(one_hop.resolve(&junk), None);
     }
 
     #[test]

@@ -117,7 +117,8 @@ impl MediaTypes {
     }
 
     /// Whether a body with this `content-type` header is inspected. Parameters (`; charset=`)
-    /// and case are ignored.
+    /// and case are ignored. Envoy joins a repeated `content-type` with `,` (and an upstream
+    /// may honour any of them): such a body is inspected if any of them is.
     pub fn inspects(&self, content_type: Option<&str>) -> bool {
         if self.check_all {
             return true;
@@ -125,18 +126,24 @@ impl MediaTypes {
         let Some(value) = content_type else {
             return true;
         };
+        value.split(',').any(|one| self.inspects_one(one))
+    }
+
+    fn inspects_one(&self, value: &str) -> bool {
         let media = value.split(';').next().unwrap_or_default().trim();
         if media.is_empty() {
             return true;
         }
-        let media = media.to_ascii_lowercase();
-        if self.exact.iter().any(|e| *e == media) {
+        if self.exact.iter().any(|e| e.eq_ignore_ascii_case(media)) {
             return true;
         }
         // `type/subtype+suffix`: the structured-syntax suffix (RFC 6839) names the format.
-        media
-            .split_once('/')
-            .is_some_and(|(_, sub)| sub.len() > self.suffix.len() && sub.ends_with(self.suffix))
+        media.split_once('/').is_some_and(|(_, sub)| {
+            sub.len() > self.suffix.len()
+                && sub
+                    .get(sub.len() - self.suffix.len()..)
+                    .is_some_and(|end| end.eq_ignore_ascii_case(self.suffix))
+        })
     }
 }
 
@@ -301,6 +308,13 @@ pub trait BodyPolicy: Sized + 'static {
     fn rules(&self) -> &BodyRules;
     /// A fresh scanner for one body.
     fn scanner(&self) -> Self::Scanner;
+    /// A fresh scanner for one body sent with this `content-type` (the value the kit already
+    /// read to decide whether to inspect it), for scanners that depend on a media-type
+    /// parameter (`charset`). Defaults to [`BodyPolicy::scanner`].
+    fn scanner_for(&self, content_type: Option<&str>) -> Self::Scanner {
+        let _ = content_type;
+        self.scanner()
+    }
 }
 
 impl<P: BodyPolicy> Policy for P {
@@ -317,7 +331,7 @@ impl<P: BodyPolicy> Policy for P {
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> Verdict {
-        let scanner = || self.scanner();
+        let scanner = |content_type: Option<&str>| self.scanner_for(content_type);
         request
             .state
             .on_headers(self.rules(), host, end_of_stream, scanner)
@@ -375,22 +389,20 @@ impl<S: BodyScanner> BodyStream<S> {
     /// continue (Envoy turns a paused request-headers callback into StopAllIteration, after
     /// which the filter sees no body until it resumes), so the upstream may see the headers
     /// of a request whose body is then rejected (and the upstream request reset), but no byte
-    /// of that body.
+    /// of that body. `scanner` builds the body's scanner from the request's `content-type`.
     pub fn on_headers(
         &mut self,
         rules: &BodyRules,
         host: &mut impl Host,
         end_of_stream: bool,
-        scanner: impl FnOnce() -> S,
+        scanner: impl FnOnce(Option<&str>) -> S,
     ) -> Verdict {
         if end_of_stream {
             // No body: nothing to inspect.
             return Verdict::Continue;
         }
-        if !rules
-            .media
-            .inspects(host.request_header("content-type").as_deref())
-        {
+        let content_type = host.request_header("content-type");
+        if !rules.media.inspects(content_type.as_deref()) {
             rules.skipped.inc(host);
             return Verdict::Continue;
         }
@@ -407,7 +419,7 @@ impl<S: BodyScanner> BodyStream<S> {
                 return self.reject(rules, host, &violation);
             }
         }
-        self.state = State::Scanning(scanner());
+        self.state = State::Scanning(scanner(content_type.as_deref()));
         Verdict::Continue
     }
 
@@ -690,6 +702,10 @@ mod tests {
         assert!(!m.inspects(Some("application/+json")));
         assert!(!m.inspects(Some("text/plain")));
         assert!(!m.inspects(Some("application/jsonx")));
+        // A repeated content-type, as Envoy joins it.
+        assert!(m.inspects(Some("text/plain,application/json; charset=utf-7")));
+        assert!(m.inspects(Some("Application/Problem+JSON,text/plain")));
+        assert!(!m.inspects(Some("text/plain,text/html")));
         assert!(MediaTypes::new(&[], "+json", true).inspects(Some("text/plain")));
     }
 
@@ -765,7 +781,7 @@ mod tests {
         let p = <BangPolicy as BodyPolicy>::configure(b"", &mut envoy.request(0)).unwrap();
         let mut req = envoy.request(0);
         let mut stream = BodyStream::default();
-        let scanner = || Bang { at: 0, last: 0 };
+        let scanner = |_: Option<&str>| Bang { at: 0, last: 0 };
         assert_eq!(
             stream.on_headers(&p.0, &mut req, false, scanner),
             Verdict::Continue

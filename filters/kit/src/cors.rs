@@ -5,7 +5,8 @@
 //! policy and denies the preflight, the browser never sends the real request. `cors` belongs
 //! first in the chain; as a safety net every auth policy lets preflights pass unauthenticated
 //! unless configured otherwise (`"allowCorsPreflight": false`). A preflight carries no request
-//! body and, when it reaches an upstream, no credentials.
+//! body and, when it reaches an upstream, no credentials; an `OPTIONS` with a body is never
+//! taken for one.
 
 use crate::host::Host;
 
@@ -14,9 +15,13 @@ pub const fn allow_preflight_default() -> bool {
     true
 }
 
-/// Whether the current request is a CORS preflight.
-pub fn is_preflight(host: &impl Host) -> bool {
-    host.request_header(":method").as_deref() == Some("OPTIONS")
+/// Whether the current request is a CORS preflight. `end_of_stream` is the flag of the
+/// request-headers callback: a preflight never has a body, so an `OPTIONS` followed by one
+/// (HTTP/1.1 `Content-Length` > 0 or chunked, HTTP/2 DATA frames) is a normal request, to be
+/// authenticated. Envoy derives the flag from all of those, so no header needs reading.
+pub fn is_preflight(host: &impl Host, end_of_stream: bool) -> bool {
+    end_of_stream
+        && host.request_header(":method").as_deref() == Some("OPTIONS")
         && host.request_header("origin").is_some()
         && host
             .request_header("access-control-request-method")
@@ -34,13 +39,31 @@ mod tests {
         let mut r = envoy.request(0);
         r.add_header(":method", "OPTIONS")
             .add_header("origin", "https://a.example");
-        assert!(!is_preflight(&r));
+        assert!(!is_preflight(&r, true));
         r.add_header("access-control-request-method", "PUT");
-        assert!(is_preflight(&r));
+        assert!(is_preflight(&r, true));
         let mut get = envoy.request(0);
         get.add_header(":method", "GET")
             .add_header("origin", "https://a.example")
             .add_header("access-control-request-method", "PUT");
-        assert!(!is_preflight(&get));
+        assert!(!is_preflight(&get, true));
+    }
+
+    #[test]
+    fn a_request_with_a_body_is_not_a_preflight() {
+        let envoy = TestEnvoy::new(1);
+        let mut r = envoy.request(0);
+        r.add_header(":method", "OPTIONS")
+            .add_header("origin", "https://a.example")
+            .add_header("access-control-request-method", "POST")
+            .add_header("content-length", "5");
+        assert!(!is_preflight(&r, false), "a body follows the headers");
+        // HTTP/2 DATA frames without a content-length: the flag alone tells.
+        let mut h2 = envoy.request(0);
+        h2.add_header(":method", "OPTIONS")
+            .add_header("origin", "https://a.example")
+            .add_header("access-control-request-method", "POST");
+        assert!(!is_preflight(&h2, false));
+        assert!(is_preflight(&h2, true));
     }
 }

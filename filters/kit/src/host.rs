@@ -161,6 +161,10 @@ pub trait Host {
     /// Wall-clock time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 
+    /// Fills `buf` from the host's entropy source (WASI `random_get`), for secrets. Fails
+    /// rather than handing out predictable bytes.
+    fn random_bytes(&self, buf: &mut [u8]) -> Result<(), HostError>;
+
     /// Answers the request locally; it never reaches the upstream.
     fn send_response(
         &mut self,

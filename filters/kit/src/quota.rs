@@ -41,8 +41,11 @@ pub struct Counters {
     pub rejected: Counter,
     /// Requests whose key could not be read (they share one bucket).
     pub missing_key: Counter,
-    /// Requests rejected because every slot their key may use is taken.
+    /// Requests rejected because every slot their key may use holds a key at its limit.
     pub key_table_full: Counter,
+    /// New keys that took the slot of another key's live state (not at its limit), which then
+    /// starts afresh: a steady rate means `maxKeys` is too small, or a flood of new keys.
+    pub key_evicted: Counter,
     /// Shared-data failures.
     pub store_error: Counter,
     /// SLA mode without an identified client.
@@ -135,6 +138,7 @@ impl Quota {
             rejected: counter(host, policy, "rejected")?,
             missing_key: counter(host, policy, "missing_key")?,
             key_table_full: counter(host, policy, "key_table_full")?,
+            key_evicted: counter(host, policy, "key_evicted")?,
             store_error: counter(host, policy, "store_error")?,
             unauthenticated: counter(host, policy, "unauthenticated")?,
             unknown_tier: counter(host, policy, "unknown_tier")?,

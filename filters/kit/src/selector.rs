@@ -11,12 +11,15 @@
 //! | `client-id` | the client authenticated by an earlier policy |
 //! | `claim:<name>` | a claim of a token validated by an earlier policy |
 //!
-//! Selectors are parsed at configure time and evaluated per request.
+//! Selectors are parsed at configure time and evaluated per request. [`Selector::evaluate`]
+//! reads one value (the first of several); a policy reading a credential uses
+//! [`Selector::read_credential`] (or a [`CredentialReader`] for several), which tells a request
+//! carrying it more than once apart.
 
 use crate::address::AddressSource;
 use crate::config::is_token;
-use crate::credentials::parse_basic;
-use crate::host::Host;
+use crate::credentials::{parse_basic, Credential, CredentialReader};
+use crate::host::{HeaderMap, Host};
 use crate::identity::Identity;
 use std::fmt;
 use std::str::FromStr;
@@ -138,13 +141,22 @@ impl Selector {
             Selector::Claim(name) => Identity::current(host)?.claim(name),
         }
     }
+
+    /// The selected credential of the current request: [`Credential::Ambiguous`] when the
+    /// request carries it more than once, so the upstream might read another value than the
+    /// one checked. One host call; to read several credentials of a request, share a
+    /// [`CredentialReader`].
+    pub fn read_credential(&self, host: &impl Host) -> Credential {
+        CredentialReader::new(host).read(self)
+    }
 }
 
 impl Selector {
     /// Removes the selected value from the request before it goes upstream (to hide a
-    /// credential): the header, the whole `Authorization` header for `basic:*`, the query
-    /// parameter (every occurrence), or the cookie. Selectors of derived values (`ip`,
-    /// `client-id`, ...) have nothing to remove.
+    /// credential), every copy of it: the header (every line), the whole `Authorization`
+    /// header for `basic:*`, the query parameter (every occurrence), or the cookie (in every
+    /// `Cookie` line). Selectors of derived values (`ip`, `client-id`, ...) have nothing to
+    /// remove.
     pub fn remove_from(&self, host: &mut impl Host) {
         match self {
             Selector::Header(name) => host.remove_request_header(name),
@@ -159,17 +171,27 @@ impl Selector {
                 }
             }
             Selector::Cookie(name) => {
-                if let Some(header) = host.request_header("cookie") {
-                    let kept: Vec<&str> = header
-                        .split(';')
-                        .map(str::trim)
-                        .filter(|pair| pair.split('=').next().map(str::trim) != Some(name.as_str()))
-                        .collect();
-                    if kept.is_empty() {
-                        host.remove_request_header("cookie");
-                    } else {
-                        host.set_request_header("cookie", &kept.join("; "));
-                    }
+                // Every `Cookie` line (HTTP/1.1 clients may send several): a copy left in
+                // another line would still reach the upstream.
+                let lines: Vec<String> = host
+                    .headers(HeaderMap::Request)
+                    .into_iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+                    .map(|(_, v)| v)
+                    .collect();
+                let pairs = lines.iter().flat_map(|line| line.split(';')).map(str::trim);
+                let is_named = |pair: &str| pair.split('=').next().map(str::trim) == Some(name);
+                if !pairs.clone().any(is_named) {
+                    return;
+                }
+                let kept: Vec<&str> = pairs
+                    .filter(|pair| !pair.is_empty() && !is_named(pair))
+                    .collect();
+                if kept.is_empty() {
+                    host.remove_request_header("cookie");
+                } else {
+                    // One line, as RFC 6265 has user agents send it.
+                    host.set_request_header("cookie", &kept.join("; "));
                 }
             }
             _ => {}
@@ -211,21 +233,37 @@ pub fn without_query_param(path: &str, name: &str) -> Option<String> {
 
 /// The first value of query parameter `name` in a request path, percent-decoded (`+` is a space).
 pub fn query_param(path: &str, name: &str) -> Option<String> {
-    let (_, query) = path.split_once('?')?;
-    let query = query.split('#').next().unwrap_or_default();
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k)? == name)
-            .then(|| percent_decode(v))
-            .flatten()
-    })
+    query_params(path, name).flatten().next()
+}
+
+/// Every occurrence of query parameter `name` (its key percent-decoded) in a request path, in
+/// order: the value percent-decoded, or `None` when it has a malformed escape.
+pub fn query_params<'a>(
+    path: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = Option<String>> + Clone + 'a {
+    let query = path
+        .split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or_default());
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k)? == name).then(|| percent_decode(v))
+        })
 }
 
 /// The value of cookie `name` in a `Cookie` header.
 pub fn cookie(header: &str, name: &str) -> Option<String> {
-    header.split(';').find_map(|pair| {
+    cookies(header, name).next().map(str::to_owned)
+}
+
+/// Every value of cookie `name` in a `Cookie` header, in order (quotes removed).
+pub fn cookies<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + Clone + 'a {
+    header.split(';').filter_map(move |pair| {
         let (k, v) = pair.trim().split_once('=')?;
-        (k.trim() == name).then(|| v.trim().trim_matches('"').to_owned())
+        (k.trim() == name).then(|| v.trim().trim_matches('"'))
     })
 }
 
@@ -326,6 +364,9 @@ mod tests {
         req.add_header("cookie", "sid=1; secret=2");
         req.add_header("x-secret", "3");
         req.add_header("authorization", "Basic eDp5");
+        // Second lines: every copy goes.
+        req.add_header("cookie", "secret=4;other=5");
+        req.add_header("x-secret", "6");
         for s in [
             "query:client_secret",
             "cookie:secret",
@@ -339,9 +380,34 @@ mod tests {
             headers,
             vec![
                 (":path".into(), "/p?a=b".into()),
-                ("cookie".into(), "sid=1".into())
+                ("cookie".into(), "sid=1; other=5".into())
             ]
         );
+
+        // A cookie that is not there leaves the lines as they are.
+        let mut req = envoy.request(0);
+        req.add_header("cookie", "a=1").add_header("cookie", "b=2");
+        "cookie:secret"
+            .parse::<Selector>()
+            .unwrap()
+            .remove_from(&mut req);
+        assert_eq!(req.headers().len(), 2);
+        "cookie:a"
+            .parse::<Selector>()
+            .unwrap()
+            .remove_from(&mut req);
+        assert_eq!(req.headers(), [("cookie".to_owned(), "b=2".to_owned())]);
+    }
+
+    #[test]
+    fn lists_every_occurrence() {
+        let p = "/a?k=1&x=2&k%3D=3&k=%zz&%6B=4#k=5";
+        let all: Vec<Option<String>> = query_params(p, "k").collect();
+        assert_eq!(all, [Some("1".into()), None, Some("4".into())]);
+        assert_eq!(query_params("/a", "k").count(), 0);
+        assert_eq!(query_params("/a?", "k").count(), 0);
+        let c: Vec<&str> = cookies("k=1; x=2;k=\"3\"", "k").collect();
+        assert_eq!(c, ["1", "3"]);
     }
 
     #[test]

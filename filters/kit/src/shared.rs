@@ -10,8 +10,15 @@
 //! * Keys are never deleted (removing only empties the value), so a key per client would grow
 //!   Envoy's memory without bound. [`SlotCache`] maps any number of keys onto a fixed number of
 //!   slots and stores the full key in the slot, so a collision evicts instead of sharing.
+//!
+//! Which slot a client-chosen key lands in is decided by a keyed hash ([`HashKey`]: SipHash
+//! under a secret drawn once per Envoy), so nobody can compute offline which keys collide with
+//! a victim's.
 
+use crate::config::ConfigError;
 use crate::host::{Host, HostError};
+use siphasher::sip128::SipHasher24;
+use std::fmt;
 
 /// The CAS stamp used to create a key: the host's counter starts at 1 and would need four billion
 /// writes to reach it.
@@ -99,7 +106,8 @@ pub fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
 }
 
 /// A stable 64-bit FNV-1a hash. It must be the same in every worker VM (no random seed), which
-/// is why std's `DefaultHasher` cannot be used.
+/// is why std's `DefaultHasher` cannot be used. It is unkeyed, so anyone can compute it: use it
+/// to name things from the configuration, never to place client-chosen keys (use [`HashKey`]).
 pub fn stable_hash(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
@@ -109,14 +117,87 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     h
 }
 
-/// A cache of at most `slots` entries with a time to live, on shared data. Each key hashes to one
-/// slot, `<prefix>:<n>`; the slot records the full key and its expiry, so a lookup never returns
-/// another key's value, and a new key that lands on a live entry's slot evicts it.
+/// The shared-data key holding the Envoy's [`HashKey`].
+pub const HASH_KEY_KEY: &str = "palisade:kit:hash-key";
+
+/// A secret, one per Envoy, that places client-chosen keys in bounded tables ([`SlotCache`],
+/// [`crate::slots::SlotTable`]).
+///
+/// With an unkeyed hash anyone can compute offline which keys share a victim's slots, and aim a
+/// handful of requests at them. Under keyed SipHash-2-4 (a PRF: without the key its output is
+/// unpredictable) collisions can only be found by chance. The key is 16 bytes from the host's
+/// entropy source, drawn by the first VM that needs it and published in shared data with
+/// create-if-absent compare-and-swap, so every worker and every policy of the Envoy agrees on
+/// where a key lives; each VM reads it once (at configure time) and keeps it. It dies with the
+/// Envoy process (shared data is in memory). It never leaves this type: no accessor, and
+/// `Debug` prints nothing of it.
+#[derive(Clone)]
+pub struct HashKey {
+    hasher: SipHasher24,
+}
+
+impl fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HashKey(..)")
+    }
+}
+
+impl HashKey {
+    /// Reads the Envoy's key from shared data, creating it if absent. Call once per VM and keep
+    /// it: every VM of the Envoy gets the same key.
+    pub fn load_or_create(host: &impl Host) -> Result<Self, SharedError> {
+        for _ in 0..MAX_CAS_RETRIES {
+            let (value, cas) = host.shared_get(HASH_KEY_KEY)?;
+            if let Some(key) = value.as_deref().and_then(|v| <&[u8; 16]>::try_from(v).ok()) {
+                return Ok(HashKey::from_bytes(key));
+            }
+            // Absent (or not a key): draw one and publish it unless another VM was first.
+            let mut key = [0u8; 16];
+            host.random_bytes(&mut key)?;
+            match host.shared_set(HASH_KEY_KEY, &key, Some(cas.unwrap_or(CREATE_CAS))) {
+                Ok(()) => return Ok(HashKey::from_bytes(&key)),
+                // Another VM published its key first: read and use that one.
+                Err(HostError::CasMismatch) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SharedError::Contended)
+    }
+
+    /// [`HashKey::load_or_create`] for `configure`: without a key the policy cannot place keys
+    /// safely, so the filter is refused.
+    pub fn configured(host: &impl Host) -> Result<Self, ConfigError> {
+        HashKey::load_or_create(host)
+            .map_err(|e| ConfigError::at(".", format!("cannot read or create the hash key: {e:?}")))
+    }
+
+    fn from_bytes(key: &[u8; 16]) -> Self {
+        HashKey {
+            hasher: SipHasher24::new_with_key(key),
+        }
+    }
+
+    /// Two independent 64-bit keyed hashes of `bytes` (one SipHash-2-4-128 run).
+    pub fn hash128(&self, bytes: &[u8]) -> (u64, u64) {
+        self.hasher.hash(bytes).as_u64()
+    }
+
+    /// A 64-bit keyed hash of `bytes`.
+    pub fn hash(&self, bytes: &[u8]) -> u64 {
+        self.hash128(bytes).0
+    }
+}
+
+/// A cache of at most `slots` entries with a time to live, on shared data. Each key hashes (keyed:
+/// [`HashKey`]) to one slot, `<prefix>:<n>`; the slot records the full key and its expiry, so a
+/// lookup never returns another key's value, and a new key that lands on a live entry's slot
+/// evicts it.
 #[derive(Debug, Clone)]
 pub struct SlotCache {
     prefix: String,
     slots: u32,
     ttl_ms: u64,
+    hash_key: HashKey,
 }
 
 /// What [`SlotCache::put`] did to the slot's previous content.
@@ -129,18 +210,20 @@ pub enum PutOutcome {
 }
 
 impl SlotCache {
-    /// A cache under `prefix` with `slots` slots (at least 1) and entries living `ttl_ms`.
-    pub fn new(prefix: &str, slots: u32, ttl_ms: u64) -> Self {
+    /// A cache under `prefix` with `slots` slots (at least 1) and entries living `ttl_ms`, its
+    /// keys placed with `hash_key` (the Envoy's, from [`HashKey::configured`]).
+    pub fn new(prefix: &str, slots: u32, ttl_ms: u64, hash_key: HashKey) -> Self {
         SlotCache {
             prefix: prefix.to_owned(),
             slots: slots.max(1),
             ttl_ms,
+            hash_key,
         }
     }
 
     /// The shared-data key of the slot `key` lives in.
     pub fn slot_key(&self, key: &str) -> String {
-        let slot = stable_hash(key.as_bytes()) % u64::from(self.slots);
+        let slot = self.hash_key.hash(key.as_bytes()) % u64::from(self.slots);
         format!("{}:{slot}", self.prefix)
     }
 
@@ -256,11 +339,15 @@ mod tests {
         assert_eq!(add_to_counter(&w0, "hot", 1), Err(SharedError::Contended));
     }
 
+    fn hash_key(envoy: &TestEnvoy) -> HashKey {
+        HashKey::load_or_create(&envoy.request(0)).unwrap()
+    }
+
     #[test]
     fn slot_cache_is_bounded_expires_and_never_mixes_keys() {
         let envoy = TestEnvoy::new(1);
         let host = envoy.request(0);
-        let cache = SlotCache::new("t", 8, 1_000);
+        let cache = SlotCache::new("t", 8, 1_000, hash_key(&envoy));
         for i in 0..10_000 {
             cache.put(&host, &format!("client-{i}"), b"v").unwrap();
         }
@@ -282,13 +369,41 @@ mod tests {
     fn slot_cache_reports_evictions_of_live_entries_only() {
         let envoy = TestEnvoy::new(1);
         let host = envoy.request(0);
-        let cache = SlotCache::new("e", 1, 100);
+        let cache = SlotCache::new("e", 1, 100, hash_key(&envoy));
         assert_eq!(cache.put(&host, "a", b"1").unwrap(), PutOutcome::Stored);
         assert_eq!(cache.put(&host, "a", b"2").unwrap(), PutOutcome::Stored);
         assert_eq!(cache.put(&host, "b", b"1").unwrap(), PutOutcome::Evicted);
         assert_eq!(cache.get(&host, "a").unwrap(), None);
         envoy.advance_ms(200);
         assert_eq!(cache.put(&host, "c", b"1").unwrap(), PutOutcome::Stored);
+    }
+
+    #[test]
+    fn slot_cache_places_keys_by_the_envoys_secret() {
+        const SLOTS: u32 = 64;
+        let unkeyed = |key: &str| stable_hash(key.as_bytes()) % u64::from(SLOTS);
+        // Offline, with the unkeyed hash: tokens that would evict the victim's cached answer.
+        let aimed: Vec<String> = (0..)
+            .map(|i| format!("token-{i}"))
+            .filter(|t| unkeyed(t) == unkeyed("victim"))
+            .take(20)
+            .collect();
+        let placement = |seed: u64| {
+            let envoy = TestEnvoy::new(1);
+            envoy.seed_random(seed);
+            let cache = SlotCache::new("c", SLOTS, 1_000, hash_key(&envoy));
+            let victim = cache.slot_key("victim");
+            let sharing = aimed.iter().filter(|t| cache.slot_key(t) == victim).count();
+            let slots: Vec<String> = aimed.iter().map(|t| cache.slot_key(t)).collect();
+            (sharing, slots)
+        };
+        // All twenty would share the victim's slot unkeyed; under the secret about 20/64 do.
+        let (sharing, first) = placement(1);
+        assert!(sharing <= 3, "{sharing}");
+        // Another Envoy (another secret) places them elsewhere.
+        let (sharing, second) = placement(2);
+        assert!(sharing <= 3, "{sharing}");
+        assert_ne!(first, second);
     }
 
     #[test]

@@ -22,6 +22,9 @@ use std::rc::Rc;
 
 type Interference = Box<dyn FnMut(&TestRequest)>;
 
+/// Where every `TestEnvoy`'s entropy source starts ([`TestEnvoy::seed_random`] changes it).
+const DEFAULT_RANDOM_SEED: u64 = 0x5eed;
+
 #[derive(Default)]
 struct State {
     workers: usize,
@@ -40,6 +43,8 @@ struct State {
     interference: Option<(u32, String, Interference)>,
     next_context: u32,
     exchanges: HashMap<u32, Rc<RefCell<Exchange>>>,
+    /// The state of the deterministic entropy source (`None`: it fails).
+    random: Option<u64>,
 }
 
 /// What Envoy holds for one context (a request, or a VM's root context).
@@ -162,6 +167,7 @@ impl TestEnvoy {
                 next_context: 1,
                 tick_period_ms: vec![0; workers],
                 next_tick_ms: vec![0; workers],
+                random: Some(DEFAULT_RANDOM_SEED),
                 ..State::default()
             })),
         }
@@ -222,6 +228,17 @@ impl TestEnvoy {
             .keys()
             .filter(|k| k.starts_with(prefix))
             .count()
+    }
+
+    /// Reseeds the deterministic entropy source behind `random_bytes` (every `TestEnvoy`
+    /// starts from the same seed, so tests are reproducible; two seeds give two secrets).
+    pub fn seed_random(&self, seed: u64) {
+        self.state.borrow_mut().random = Some(seed);
+    }
+
+    /// Makes `random_bytes` fail from now on, as a host without entropy would.
+    pub fn break_random(&self) {
+        self.state.borrow_mut().random = None;
     }
 
     /// The current virtual time.
@@ -591,6 +608,22 @@ impl Host for TestRequest {
 
     fn now_ms(&self) -> u64 {
         self.envoy.now_ms()
+    }
+
+    fn random_bytes(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        let mut state = self.envoy.state.borrow_mut();
+        // 52: WASI's ENOSYS, what a host without `random_get` answers.
+        let seed = state.random.as_mut().ok_or(HostError::Other(52))?;
+        for chunk in buf.chunks_mut(8) {
+            // SplitMix64: deterministic, and distinct seeds give unrelated streams.
+            *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = *seed;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+        Ok(())
     }
 
     fn send_response(

@@ -334,6 +334,12 @@ impl Host for WasmHost {
         nanos / 1_000_000
     }
 
+    fn random_bytes(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        // `getrandom` calls WASI `random_get` on wasm32-wasip1, which Envoy serves from its own
+        // entropy source.
+        getrandom::fill(buf).map_err(|e| HostError::Other(e.raw_os_error().unwrap_or(0) as u32))
+    }
+
     fn send_response(
         &mut self,
         status_code: u16,

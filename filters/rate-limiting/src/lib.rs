@@ -11,8 +11,8 @@ pub mod window;
 
 use config::Config;
 use palisade_kit::quota::{self, Quota, RateHeaders};
-use palisade_kit::shared::Update;
-use palisade_kit::slots::{SlotTable, Slotted};
+use palisade_kit::shared::HashKey;
+use palisade_kit::slots::{Change, SlotTable, Slotted};
 use palisade_kit::{ConfigError, Host, Policy, Request, Verdict};
 use window::Decision;
 
@@ -53,7 +53,7 @@ impl Policy for RateLimiter {
             "This API's rate limits are per client application: authenticate the client.",
         )?;
         Ok(RateLimiter {
-            table: SlotTable::new(&config.prefix, config.max_keys),
+            table: SlotTable::new(&config.prefix, config.max_keys, HashKey::configured(host)?),
             config,
             quota,
         })
@@ -74,36 +74,26 @@ impl Policy for RateLimiter {
         };
         let now = host.now_ms();
         let algorithm = self.config.algorithm;
-        let result = self
-            .table
-            .update(host, &key, now, window::stored_live_until, |state| {
-                let stored = state.and_then(window::decode);
-                let (decision, windows) = window::decide(limits, algorithm, stored.as_deref(), now);
-                if decision.allowed {
-                    let live = limits
-                        .iter()
-                        .zip(&windows)
-                        .map(|(l, w)| w.live_until(*l, algorithm))
-                        .max()
-                        .unwrap_or(now);
-                    Update::Write(window::encode(&windows, live), decision)
-                } else {
-                    Update::Keep(decision)
-                }
-            });
-        match result {
-            Ok(Slotted::Done(decision)) if decision.allowed => {
-                self.quota.counters.allowed.inc(host);
-                *request.state = self.headers(&decision);
-                Verdict::Continue
+        let result = self.table.update(host, &key, now, |state| {
+            let stored = state.and_then(window::decode);
+            let (decision, windows) = window::decide(limits, algorithm, stored.as_deref(), now);
+            if decision.allowed {
+                let standing = window::standing(limits, algorithm, &windows, now);
+                Change::Write(window::encode(&windows), standing, decision)
+            } else {
+                Change::Keep(decision)
             }
-            Ok(Slotted::Done(decision)) => {
-                self.quota.counters.rejected.inc(host);
-                self.reject(host, &decision)
+        });
+        let decision = match result {
+            Ok(Slotted::Done(decision)) => decision,
+            Ok(Slotted::Evicted(decision)) => {
+                // Another key's state (not at its limit) made room: it starts afresh.
+                self.quota.counters.key_evicted.inc(host);
+                decision
             }
             Ok(Slotted::Full { free_at_ms }) => {
-                // Every slot this key may use holds another client's live window: rejecting is
-                // the only answer that neither resets nor shares someone else's quota.
+                // Every slot this key may use holds a key at its limit: evicting one would hand
+                // it a fresh quota, so the newcomer waits until the first of them may go.
                 self.quota.counters.key_table_full.inc(host);
                 let wait = free_at_ms.saturating_sub(now);
                 let decision = Decision {
@@ -113,16 +103,24 @@ impl Policy for RateLimiter {
                     reset_ms: wait,
                     retry_after_ms: wait,
                 };
-                self.reject(host, &decision)
+                return self.reject(host, &decision);
             }
             Err(e) => {
                 let block = config.block_on_unknown_quota;
-                if self.quota.store_error(host, Self::NAME, &e, block) {
+                return if self.quota.store_error(host, Self::NAME, &e, block) {
                     Verdict::Respond
                 } else {
                     Verdict::Continue
-                }
+                };
             }
+        };
+        if decision.allowed {
+            self.quota.counters.allowed.inc(host);
+            *request.state = self.headers(&decision);
+            Verdict::Continue
+        } else {
+            self.quota.counters.rejected.inc(host);
+            self.reject(host, &decision)
         }
     }
 

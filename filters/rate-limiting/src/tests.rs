@@ -143,33 +143,68 @@ fn status_of(rl: &TestPolicy<RateLimiter>, mut req: TestRequest) -> u16 {
 }
 
 #[test]
-fn a_flood_of_addresses_stays_in_max_keys_and_never_touch_a_tracked_quota() {
+fn a_flood_of_addresses_stays_in_max_keys_admits_newcomers_and_keeps_limited_clients_limited() {
     let envoy = TestEnvoy::new(2);
     let rl = limiter(
         &envoy,
         r#"{"id": "flood", "maxKeys": 64, "keySelector": "ip",
             "rateLimits": [{"maximumRequests": 2, "timePeriodInMilliseconds": 60000}]}"#,
     );
+    // One client at its limit, one halfway.
     assert_eq!(status_of(&rl, from(&envoy, 0, "192.0.2.1")), 200);
-    let mut full = 0;
-    for i in 0..200_000u32 {
-        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
-        if status_of(&rl, from(&envoy, (i % 2) as usize, &ip)) == 429 {
-            full += 1;
-        }
-    }
-    assert!(envoy.shared_keys_with_prefix("palisade:rl:flood:") <= 64);
-    assert_eq!(envoy.counter("palisade.rate_limiting.key_table_full"), full);
-    // Exactly the 63 slots left by the tracked client were handed out, then every new client
-    // was turned away.
-    assert_eq!(200_000 - full, 63);
-    // The tracked client kept its quota: one more, then rejected.
     assert_eq!(status_of(&rl, from(&envoy, 1, "192.0.2.1")), 200);
     assert_eq!(status_of(&rl, from(&envoy, 0, "192.0.2.1")), 429);
-    // When windows end, slots are reused and new clients get in.
-    envoy.advance_ms(60_000);
-    assert_eq!(status_of(&rl, from(&envoy, 0, "203.0.113.5")), 200);
+    assert_eq!(status_of(&rl, from(&envoy, 0, "192.0.2.2")), 200);
+    // A flood of one-off addresses, each far from its limit: none is turned away.
+    for i in 0..20_000u32 {
+        let ip = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+        assert_eq!(
+            status_of(&rl, from(&envoy, (i % 2) as usize, &ip)),
+            200,
+            "{ip}"
+        );
+    }
+    assert_eq!(envoy.counter("palisade.rate_limiting.key_table_full"), 0);
+    let evicted = envoy.counter("palisade.rate_limiting.key_evicted");
+    assert!(evicted >= 20_000 - 64, "{evicted}");
     assert!(envoy.shared_keys_with_prefix("palisade:rl:flood:") <= 64);
+    // The client at its limit is still limited: the flood did not reset it.
+    assert_eq!(status_of(&rl, from(&envoy, 1, "192.0.2.1")), 429);
+    // The halfway client may have been evicted (then it starts afresh): never fewer requests.
+    assert_eq!(status_of(&rl, from(&envoy, 1, "192.0.2.2")), 200);
+    // A newcomer gets in.
+    assert_eq!(status_of(&rl, from(&envoy, 0, "203.0.113.5")), 200);
+    // When the window ends, the limited client gets its next one.
+    envoy.advance_ms(60_000);
+    assert_eq!(status_of(&rl, from(&envoy, 0, "192.0.2.1")), 200);
+}
+
+#[test]
+fn a_newcomer_whose_every_slot_holds_a_limited_client_waits_for_the_first() {
+    let envoy = TestEnvoy::new(1);
+    let rl = limiter(
+        &envoy,
+        r#"{"id": "tiny", "maxKeys": 1, "keySelector": "header:x-client", "exposeHeaders": true,
+            "rateLimits": [{"maximumRequests": 1, "timePeriodInMilliseconds": 60000}]}"#,
+    );
+    let client = |name: &str| {
+        let mut req = envoy.request(0);
+        req.add_header("x-client", name);
+        rl.send(&mut req);
+        rl.done(&mut req);
+        req.response()
+    };
+    assert!(client("a").is_none());
+    envoy.advance_ms(20_000);
+    // "a" is at its limit in the only slot: "b" is refused until "a"'s window ends.
+    let resp = client("b").unwrap();
+    assert_eq!(resp.status, 429);
+    assert_eq!(resp.header("retry-after"), Some("40"));
+    assert_eq!(resp.header("x-ratelimit-reset"), Some("40000"));
+    assert_eq!(envoy.counter("palisade.rate_limiting.key_table_full"), 1);
+    assert_eq!(client("a").unwrap().status, 429);
+    envoy.advance_ms(40_000);
+    assert!(client("b").is_none());
 }
 
 fn client(envoy: &TestEnvoy, id: Option<&str>, tier: Option<&str>) -> TestRequest {
@@ -292,7 +327,6 @@ fn garbage_in_a_slot_is_treated_as_free_and_never_panics() {
     for seed in 0..500u64 {
         let bytes = garbage(seed, (seed % 80) as usize);
         let _ = window::decode(&bytes);
-        let _ = window::stored_live_until(&bytes);
         envoy
             .request(0)
             .shared_set("palisade:rl:g:0", &bytes, None)

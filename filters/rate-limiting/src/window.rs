@@ -2,6 +2,7 @@
 //! (window ends, weighted sliding estimates, `Retry-After`) is unit tested without a host.
 
 use palisade_kit::shared::read_u64;
+use palisade_kit::slots::Standing;
 
 /// One limit: at most `max` requests per `period_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,10 +204,32 @@ pub fn decide(
 
 pub use palisade_kit::quota::retry_after_secs;
 
-/// Stored form: `live_until (u64 LE) | per limit: start, prev, cur (u64 LE each)`.
-pub fn encode(windows: &[Window], live_until: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 24 * windows.len());
-    out.extend_from_slice(&live_until.to_le_bytes());
+/// How much a key's windows (as [`decide`] returned them for an allowed request) are worth
+/// keeping in the slot table: live while any window still counts, at its limit while the next
+/// request would be refused, loaded by its most used limit.
+pub fn standing(limits: &[Limit], algorithm: Algorithm, windows: &[Window], now: u64) -> Standing {
+    let mut standing = Standing {
+        live_until: now,
+        limited_until: 0,
+        load: 0,
+    };
+    for (limit, window) in limits.iter().zip(windows) {
+        standing.live_until = standing
+            .live_until
+            .max(window.live_until(*limit, algorithm));
+        let wait = window.wait_ms(*limit, algorithm, now);
+        if wait > 0 {
+            standing.limited_until = standing.limited_until.max(now.saturating_add(wait));
+        }
+        let used = window.used(*limit, algorithm, now);
+        standing.load = standing.load.max(Standing::load_of(used, limit.max));
+    }
+    standing
+}
+
+/// Stored form: per limit, `start, prev, cur` (u64 LE each).
+pub fn encode(windows: &[Window]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 * windows.len());
     for w in windows {
         out.extend_from_slice(&w.start.to_le_bytes());
         out.extend_from_slice(&w.prev.to_le_bytes());
@@ -215,14 +238,9 @@ pub fn encode(windows: &[Window], live_until: u64) -> Vec<u8> {
     out
 }
 
-/// The `live_until` of a stored state (0 for garbage: such a slot is free).
-pub fn stored_live_until(state: &[u8]) -> u64 {
-    read_u64(state, 0).unwrap_or(0)
-}
-
 /// The windows of a stored state (`None` for garbage).
 pub fn decode(state: &[u8]) -> Option<Vec<Window>> {
-    let body = state.get(8..)?;
+    let body = state;
     if body.len() % 24 != 0 {
         return None;
     }
@@ -352,11 +370,9 @@ mod tests {
                 cur: 6,
             },
         ];
-        let bytes = encode(&w, 99);
-        assert_eq!(stored_live_until(&bytes), 99);
+        let bytes = encode(&w);
         assert_eq!(decode(&bytes), Some(w.clone()));
         assert_eq!(decode(&bytes[..20]), None);
-        assert_eq!(stored_live_until(b"x"), 0);
         // Stored for two limits, now configured with one: a fresh window.
         let (d, out) = decide(&[limit(1, 10)], FixedWindow, Some(&w), T0);
         assert!(d.allowed);
@@ -372,6 +388,37 @@ mod tests {
         };
         assert_eq!(w.live_until(limit(1, 100), FixedWindow), T0 + 100);
         assert_eq!(w.live_until(limit(1, 100), SlidingWindow), T0 + 200);
+    }
+
+    #[test]
+    fn standing_follows_the_tightest_limit() {
+        let l = [limit(2, 1000), limit(10, 60_000)];
+        let mut s = None;
+        assert_eq!(run(&l, FixedWindow, &mut s, T0, 1), 1);
+        let w = s.clone().unwrap();
+        let st = standing(&l, FixedWindow, &w, T0);
+        // Half the per-second limit used, not limited, live until the minute ends.
+        assert_eq!(
+            (st.load, st.limited_until, st.live_until),
+            (5000, 0, T0 + 60_000)
+        );
+        assert_eq!(run(&l, FixedWindow, &mut s, T0 + 10, 1), 1);
+        let st = standing(&l, FixedWindow, s.as_deref().unwrap(), T0 + 10);
+        // At the per-second limit until that second ends.
+        assert_eq!(
+            (st.load, st.limited_until),
+            (Standing::FULL_LOAD, T0 + 1000)
+        );
+        // Sliding: limited until the weighted count lets one more in.
+        let l = [limit(4, 1000)];
+        let w = [Window {
+            start: T0,
+            prev: 0,
+            cur: 4,
+        }];
+        let st = standing(&l, SlidingWindow, &w, T0 + 500);
+        assert_eq!(st.limited_until, T0 + 1001);
+        assert_eq!(st.live_until, T0 + 2000);
     }
 
     #[test]

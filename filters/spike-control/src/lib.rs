@@ -17,8 +17,8 @@ pub mod log;
 use config::Config;
 use log::{Admission, KeyLog, Limit};
 use palisade_kit::quota::{self, Quota, RateHeaders};
-use palisade_kit::shared::{SharedError, Update};
-use palisade_kit::slots::{SlotTable, Slotted};
+use palisade_kit::shared::{HashKey, SharedError};
+use palisade_kit::slots::{Change, SlotTable, Slotted};
 use palisade_kit::{ConfigError, Host, LogLevel, Policy, Request, Verdict, Wakes};
 use std::cell::RefCell;
 
@@ -79,6 +79,13 @@ pub struct SpikeControl {
     held: RefCell<Vec<(u32, u64)>>,
 }
 
+/// A key's log update: done, or not run because every slot the key may use holds another key
+/// at its limit (the first may be evicted at `free_at_ms`).
+enum Logged<T> {
+    Done(T),
+    TableFull { free_at_ms: u64 },
+}
+
 /// What the shared-state update of a new request decided.
 enum First {
     Admitted(Admission),
@@ -87,6 +94,8 @@ enum First {
 }
 
 impl SpikeControl {
+    /// Runs `f` on `key`'s log in the slot table and stores it when `f` says so. A key that
+    /// took another key's slot is counted, then treated like any other.
     fn update<T>(
         &self,
         host: &impl Host,
@@ -94,18 +103,25 @@ impl SpikeControl {
         limit: Limit,
         now: u64,
         mut f: impl FnMut(&mut KeyLog) -> (bool, T),
-    ) -> Result<Slotted<T>, SharedError> {
-        self.table
-            .update(host, key, now, log::stored_live_until, |state| {
-                let mut log = state.and_then(KeyLog::decode).unwrap_or_default();
-                log.prune(limit, now);
-                let (write, result) = f(&mut log);
-                if write {
-                    Update::Write(log.encode(limit), result)
-                } else {
-                    Update::Keep(result)
-                }
-            })
+    ) -> Result<Logged<T>, SharedError> {
+        let result = self.table.update(host, key, now, |state| {
+            let mut log = state.and_then(KeyLog::decode).unwrap_or_default();
+            log.prune(limit, now);
+            let (write, result) = f(&mut log);
+            if write {
+                Change::Write(log.encode(), log.standing(limit, now), result)
+            } else {
+                Change::Keep(result)
+            }
+        });
+        Ok(match result? {
+            Slotted::Done(result) => Logged::Done(result),
+            Slotted::Evicted(result) => {
+                self.quota.counters.key_evicted.inc(host);
+                Logged::Done(result)
+            }
+            Slotted::Full { free_at_ms } => Logged::TableFull { free_at_ms },
+        })
     }
 
     /// Holds a request: its worker's timer wakes it at `due_ms`.
@@ -187,7 +203,7 @@ impl Policy for SpikeControl {
             "This API's limits are per client application: authenticate the client.",
         )?;
         Ok(SpikeControl {
-            table: SlotTable::new(&config.prefix, config.max_keys),
+            table: SlotTable::new(&config.prefix, config.max_keys, HashKey::configured(host)?),
             counters: Counters::define(host, Self::NAME)?,
             config,
             quota,
@@ -259,12 +275,12 @@ impl Policy for SpikeControl {
             }
         });
         match result {
-            Ok(Slotted::Done(First::Admitted(admission))) => {
+            Ok(Logged::Done(First::Admitted(admission))) => {
                 self.quota.counters.allowed.inc(host);
                 request.state.headers = self.headers(admission);
                 Verdict::Continue
             }
-            Ok(Slotted::Done(First::Queued)) => {
+            Ok(Logged::Done(First::Queued)) => {
                 self.counters.delayed.inc(host);
                 let waiting = Waiting {
                     key,
@@ -274,7 +290,7 @@ impl Policy for SpikeControl {
                 };
                 self.hold(request, host, waiting, now.saturating_add(delay))
             }
-            Ok(Slotted::Done(First::Rejected {
+            Ok(Logged::Done(First::Rejected {
                 reset_ms,
                 queue_full,
             })) => {
@@ -284,7 +300,9 @@ impl Policy for SpikeControl {
                 }
                 self.reject(host, limit.max, reset_ms)
             }
-            Ok(Slotted::Full { free_at_ms }) => {
+            Ok(Logged::TableFull { free_at_ms }) => {
+                // Every slot this key may use holds a key at its limit (evicting one would hand
+                // it a fresh quota): the newcomer waits until the first of them may go.
                 self.quota.counters.key_table_full.inc(host);
                 self.reject(host, limit.max, free_at_ms.saturating_sub(now))
             }
@@ -312,21 +330,21 @@ impl Policy for SpikeControl {
             }
         });
         match result {
-            Ok(Slotted::Done(admission)) if admission.allowed => {
+            Ok(Logged::Done(admission)) if admission.allowed => {
                 self.counters.allowed_after_delay.inc(host);
                 request.state.headers = self.headers(admission);
                 Verdict::Continue
             }
-            Ok(Slotted::Done(_)) if !last => {
+            Ok(Logged::Done(_)) if !last => {
                 waiting.attempts_left -= 1;
                 let due_ms = now.saturating_add(self.config.delay_ms);
                 self.hold(request, host, waiting, due_ms)
             }
-            Ok(Slotted::Done(admission)) => {
+            Ok(Logged::Done(admission)) => {
                 self.counters.rejected_after_delay.inc(host);
                 self.reject(host, limit.max, admission.reset_ms)
             }
-            Ok(Slotted::Full { free_at_ms }) => {
+            Ok(Logged::TableFull { free_at_ms }) => {
                 // The key's slot was taken over after its state expired (only possible when the
                 // request waited past its deadline): reject like a full table.
                 self.quota.counters.key_table_full.inc(host);

@@ -2,6 +2,8 @@
 //! the deadlines of the requests waiting for quota. Plain data and an explicit clock, so the
 //! arithmetic is unit tested without a host.
 
+use palisade_kit::slots::Standing;
+
 /// At most `max` requests in any `period_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
@@ -104,12 +106,28 @@ impl KeyLog {
         last.max(self.waiters.iter().copied().max().unwrap_or(0))
     }
 
-    /// `live_until (u64) | runs count (u32) | runs | waiters count (u32) | waiters`, little
-    /// endian, 8 bytes per run (`time << 16 | count`: times fit 48 bits until the year 10889) and
-    /// per waiter.
-    pub fn encode(&self, limit: Limit) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + 8 * (self.times.len() + self.waiters.len()));
-        out.extend_from_slice(&self.live_until(limit).to_le_bytes());
+    /// How much this state (pruned at `now`) is worth keeping in the slot table: at its limit
+    /// while the window is full or requests wait in its queue (evicting it would forget them),
+    /// loaded by the share of the window used.
+    pub fn standing(&self, limit: Limit, now: u64) -> Standing {
+        let count = self.count();
+        let full_until = if count >= limit.max {
+            now.saturating_add(self.oldest_exit_ms(limit, now))
+        } else {
+            0
+        };
+        let queue_until = self.waiters.iter().copied().max().unwrap_or(0);
+        Standing {
+            live_until: self.live_until(limit),
+            limited_until: full_until.max(queue_until),
+            load: Standing::load_of(count, limit.max),
+        }
+    }
+
+    /// `runs count (u32) | runs | waiters count (u32) | waiters`, little endian, 8 bytes per run
+    /// (`time << 16 | count`: times fit 48 bits until the year 10889) and per waiter.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + 8 * (self.times.len() + self.waiters.len()));
         let runs = self.times.iter().map(|(t, n)| (t << 16) | u64::from(*n));
         push_list(&mut out, self.times.len(), runs);
         push_list(&mut out, self.waiters.len(), self.waiters.iter().copied());
@@ -118,7 +136,7 @@ impl KeyLog {
 
     /// Reads a stored state (`None` for garbage).
     pub fn decode(bytes: &[u8]) -> Option<KeyLog> {
-        let mut at = 8;
+        let mut at = 0;
         let mut list = |bytes: &[u8]| -> Option<Vec<u64>> {
             let n = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
             at += 4;
@@ -144,11 +162,6 @@ fn push_list(out: &mut Vec<u8>, len: usize, values: impl Iterator<Item = u64>) {
     for v in values {
         out.extend_from_slice(&v.to_le_bytes());
     }
-}
-
-/// The `live_until` of a stored state (0 for garbage, whose slot is then free).
-pub fn stored_live_until(state: &[u8]) -> u64 {
-    palisade_kit::shared::read_u64(state, 0).unwrap_or(0)
 }
 
 pub use palisade_kit::quota::retry_after_secs;
@@ -206,8 +219,8 @@ mod tests {
             assert!(log.admit(l, T0 + 1000).allowed);
         }
         assert!(!log.admit(l, T0 + 1000).allowed);
-        let bytes = log.encode(l);
-        assert_eq!(bytes.len(), 8 + 4 + 2 * 8 + 4);
+        let bytes = log.encode();
+        assert_eq!(bytes.len(), 4 + 2 * 8 + 4);
         assert_eq!(KeyLog::decode(&bytes), Some(log));
     }
 
@@ -229,20 +242,35 @@ mod tests {
     }
 
     #[test]
+    fn standing_is_limited_while_full_or_queued() {
+        let l = TWO_PER_SECOND;
+        let mut log = KeyLog::default();
+        log.admit(l, T0);
+        let s = log.standing(l, T0);
+        assert_eq!(
+            (s.load, s.limited_until, s.live_until),
+            (5000, 0, T0 + 1000)
+        );
+        log.admit(l, T0 + 100);
+        let s = log.standing(l, T0 + 100);
+        // Full until the first request leaves the window.
+        assert_eq!((s.load, s.limited_until), (Standing::FULL_LOAD, T0 + 1000));
+        // A queued request keeps it protected until its deadline.
+        log.waiters.push(T0 + 3000);
+        assert_eq!(log.standing(l, T0 + 100).limited_until, T0 + 3000);
+    }
+
+    #[test]
     fn round_trips_and_rejects_garbage() {
         let log = KeyLog {
             times: vec![(1, 1), (2, 7), (3, 1)],
             waiters: vec![9],
         };
-        let bytes = log.encode(TWO_PER_SECOND);
-        assert_eq!(stored_live_until(&bytes), 1003);
+        let bytes = log.encode();
         assert_eq!(KeyLog::decode(&bytes), Some(log));
         assert_eq!(KeyLog::decode(&bytes[..bytes.len() - 1]), None);
         assert_eq!(KeyLog::decode(b""), None);
-        let mut huge = vec![0u8; 8];
-        huge.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(KeyLog::decode(&huge), None);
-        assert_eq!(stored_live_until(b"abc"), 0);
+        assert_eq!(KeyLog::decode(&u32::MAX.to_le_bytes()), None);
     }
 
     #[test]

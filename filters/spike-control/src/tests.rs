@@ -228,6 +228,8 @@ fn keys_tiers_and_bounded_state() {
         from(&format!("10.1.{}.{}", i / 256, i % 256));
     }
     assert!(envoy.shared_keys_with_prefix("palisade:sc:k:") <= 16);
+    // With a limit of 1, every one-off key is at its limit and keeps its slot for its window:
+    // once the table holds 16 of them, newcomers wait (see the README on `maxKeys`).
     assert!(envoy.counter("palisade.spike_control.key_table_full") > 900);
 
     let sla = spike(
@@ -256,6 +258,46 @@ fn keys_tiers_and_bounded_state() {
     assert_eq!(passed("b", "silver"), 1);
     assert_eq!(call(None, "gold"), 401);
     assert_eq!(call(Some("c"), "bronze"), 403);
+}
+
+#[test]
+fn a_flood_of_one_off_keys_admits_newcomers_and_keeps_limited_keys_and_queues() {
+    let envoy = TestEnvoy::new(2);
+    let sc = spike(
+        &envoy,
+        r#"{"id": "flood", "maximumRequests": 2, "timePeriodInMilliseconds": 60000,
+            "keySelector": "header:x-client", "maxKeys": 16,
+            "delayTimeInMillis": 1000, "delayAttempts": 3, "queuingLimit": 1}"#,
+    );
+    let from = |client: &str, worker: usize| {
+        let mut req = sc.request(worker);
+        req.add_header("x-client", client);
+        let verdict = sc.send(&mut req);
+        (req, verdict)
+    };
+    // "limited" uses its two requests and queues a third.
+    for _ in 0..2 {
+        assert_eq!(from("limited", 0).1, Verdict::Continue);
+    }
+    let (mut held, verdict) = from("limited", 1);
+    assert_eq!(verdict, Verdict::Pause);
+    // A flood of one-off clients (each far from its limit): every one gets in.
+    for i in 0..2_000 {
+        let (mut req, verdict) = from(&format!("flood-{i}"), i % 2);
+        assert_eq!(verdict, Verdict::Continue, "flood-{i}");
+        sc.done(&mut req);
+    }
+    assert_eq!(envoy.counter("palisade.spike_control.key_table_full"), 0);
+    assert!(envoy.counter("palisade.spike_control.key_evicted") >= 2_000 - 16);
+    assert!(envoy.shared_keys_with_prefix("palisade:sc:flood:") <= 16);
+    // "limited" kept its log and its queue: a fourth request finds the queue full.
+    let (req, verdict) = from("limited", 0);
+    assert_eq!(verdict, Verdict::Respond);
+    assert_eq!(req.response().unwrap().status, 429);
+    assert_eq!(envoy.counter("palisade.spike_control.queue_full"), 1);
+    // A newcomer gets in.
+    assert_eq!(from("newcomer", 1).1, Verdict::Continue);
+    sc.done(&mut held);
 }
 
 #[test]

@@ -68,6 +68,9 @@ fn default_realm() -> String {
 pub struct Denials {
     /// No token: 401.
     pub missing: Denial,
+    /// Several tokens (repeated header lines, query parameters or cookies, or several
+    /// credentials in one `Authorization` value): 400 `invalid_request` (RFC 6750 §3.1).
+    pub ambiguous: Denial,
     /// Inactive or expired token: 401 `invalid_token`.
     pub invalid: Denial,
     /// Scopes not granted: 403 `insufficient_scope`.
@@ -203,6 +206,12 @@ impl Config {
             missing: d(
                 Denial::new(401, "missing_token", "An access token is required.")
                     .with_header("www-authenticate", &format!("Bearer realm=\"{realm}\"")),
+            )?,
+            ambiguous: d(
+                Denial::new(400, "invalid_request", "Send exactly one access token.").with_header(
+                    "www-authenticate",
+                    &format!("Bearer realm=\"{realm}\", error=\"invalid_request\""),
+                ),
             )?,
             invalid: d(
                 Denial::new(401, "invalid_token", "The access token is not active.").with_header(

@@ -8,11 +8,10 @@
 pub mod config;
 
 use config::{Config, Criteria};
-use palisade_kit::address::AddressSource;
 use palisade_kit::cache::TtlCache;
-use palisade_kit::credentials::bearer;
+use palisade_kit::credentials::{bearer, Credential};
 use palisade_kit::identity::{Identity, PROPERTY_PATH};
-use palisade_kit::shared::SlotCache;
+use palisade_kit::shared::{HashKey, SlotCache};
 use palisade_kit::{CallResponse, ConfigError, Host, LogLevel, Policy, Request, Verdict};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -131,8 +130,8 @@ impl InFlight {
 palisade_kit::counters! {
     /// The policy's counters (`palisade_token_introspection_<outcome>`).
     pub struct Metrics {
-        coalesced, allowed, missing_token, invalid_token, forbidden, unavailable, cache_hit,
-        introspected, preflight,
+        coalesced, allowed, missing_token, ambiguous_token, invalid_token, forbidden,
+        unavailable, cache_hit, introspected, preflight,
     }
 }
 
@@ -181,7 +180,11 @@ impl TokenIntrospection {
     pub fn configure(json: &[u8], host: &mut impl Host) -> Result<Self, ConfigError> {
         let config = Config::compile(json)?;
         let metrics = Metrics::define(host, NAME)?;
-        let cache = (config.max_entries > 0).then(|| {
+        // The cache keys are the clients' tokens: place them by the Envoy's secret.
+        let hash_key = (config.max_entries > 0)
+            .then(|| HashKey::configured(host))
+            .transpose()?;
+        let cache = hash_key.map(|hash_key| {
             // One cache per server and credentials: another client may see other answers.
             let scope = palisade_kit::shared::stable_hash(
                 format!(
@@ -194,6 +197,7 @@ impl TokenIntrospection {
                 &format!("palisade:token-introspection:{scope:016x}"),
                 config.max_entries,
                 config.ttl_ms.max(config.inactive_ttl_ms),
+                hash_key,
             )
         });
         Ok(TokenIntrospection {
@@ -223,20 +227,27 @@ impl TokenIntrospection {
         )
     }
 
-    /// Decides from the cache, or says to ask the server.
-    pub fn start(&self, host: &mut impl Host) -> Start {
-        if self.config.allow_preflight && palisade_kit::cors::is_preflight(host) {
+    /// Decides from the cache, or says to ask the server. `end_of_stream` is the
+    /// request-headers flag (no body follows: the request may be a CORS preflight).
+    pub fn start(&self, host: &mut impl Host, end_of_stream: bool) -> Start {
+        if self.config.allow_preflight && palisade_kit::cors::is_preflight(host, end_of_stream) {
             self.metrics.preflight.inc(host);
             return Start::Done(Verdict::Continue);
         }
-        let token = self
-            .config
-            .source
-            .evaluate(host, &AddressSource::Peer)
-            .and_then(|raw| bearer(&self.config.source, &raw));
-        let Some(token) = token else {
-            self.metrics.missing_token.inc(host);
-            return Start::Done(self.config.denials.missing.send(host));
+        let source = &self.config.source;
+        let token = match source
+            .read_credential(host)
+            .and_then(|raw| bearer(source, &raw))
+        {
+            Credential::One(token) => token,
+            Credential::Missing => {
+                self.metrics.missing_token.inc(host);
+                return Start::Done(self.config.denials.missing.send(host));
+            }
+            Credential::Ambiguous => {
+                self.metrics.ambiguous_token.inc(host);
+                return Start::Done(self.config.denials.ambiguous.send(host));
+            }
         };
         let key = hex(&palisade_kit::secret::sha256(token.as_bytes()));
         let now = host.now_ms();
@@ -466,7 +477,11 @@ impl TokenIntrospection {
             .headers(palisade_kit::HeaderMap::Request)
             .into_iter()
             .map(|(name, _)| name)
-            .filter(|name| name.len() >= 6 && name[..6].eq_ignore_ascii_case("x-agw-"))
+            .filter(|name| {
+                name.as_bytes()
+                    .get(..6)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"x-agw-"))
+            })
             .collect();
         for name in forged {
             host.remove_request_header(&name);
@@ -492,10 +507,10 @@ impl Policy for TokenIntrospection {
         &self,
         request: &mut Request<'_, Flow>,
         host: &mut impl Host,
-        _: bool,
+        end_of_stream: bool,
     ) -> Verdict {
         self.strip_gateway_headers(host);
-        let (key, body) = match self.start(host) {
+        let (key, body) = match self.start(host, end_of_stream) {
             Start::Done(verdict) => return verdict,
             Start::Introspect { key, body } => (key, body),
         };

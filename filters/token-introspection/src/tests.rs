@@ -29,7 +29,7 @@ fn run(
     answer: Option<(u16, Value)>,
 ) -> (Verdict, bool) {
     p.strip_gateway_headers(req);
-    match p.start(req) {
+    match p.start(req, true) {
         Start::Done(v) => (v, false),
         Start::Introspect { key, body } => {
             let text = String::from_utf8(body).unwrap();
@@ -150,7 +150,7 @@ fn server_failures_fail_closed_with_503_and_are_not_cached() {
         assert_eq!(status(&r), (503, "introspection_unavailable".into()));
     }
     let mut r = request(&envoy, 0, Some("t"));
-    let Start::Introspect { .. } = p.start(&mut r) else {
+    let Start::Introspect { .. } = p.start(&mut r, true) else {
         panic!("failures must not be cached")
     };
     assert_eq!(envoy.counter("palisade.token_introspection.unavailable"), 4);
@@ -316,7 +316,7 @@ fn an_answer_decides_every_waiting_request_alike() {
     let envoy = TestEnvoy::new(1);
     let p = policy(&envoy, json!({"scopes": "read"}));
     let mut leader = request(&envoy, 0, Some("t"));
-    let Start::Introspect { key, .. } = p.start(&mut leader) else {
+    let Start::Introspect { key, .. } = p.start(&mut leader, true) else {
         panic!()
     };
     let answer = p.answer(
@@ -348,19 +348,66 @@ fn preflights_pass_and_other_schemes_are_missing_tokens() {
     pre.add_header(":method", "OPTIONS")
         .add_header("origin", "https://a.example")
         .add_header("access-control-request-method", "GET");
-    assert_eq!(p.start(&mut pre), Start::Done(Verdict::Continue));
+    assert_eq!(p.start(&mut pre, true), Start::Done(Verdict::Continue));
     let strict = policy(&envoy, json!({"allowCorsPreflight": false}));
-    assert_eq!(strict.start(&mut pre), Start::Done(Verdict::Respond));
+    assert_eq!(strict.start(&mut pre, true), Start::Done(Verdict::Respond));
     let mut basic = envoy.request(0);
     basic.add_header("authorization", "Basic YTpi");
-    assert_eq!(p.start(&mut basic), Start::Done(Verdict::Respond));
+    assert_eq!(p.start(&mut basic, true), Start::Done(Verdict::Respond));
     assert_eq!(status(&basic), (401, "missing_token".into()));
     // Another source, with the token in a query parameter.
     let q = policy(&envoy, json!({"tokenSource": "query:access_token"}));
     let mut r = envoy.request(0);
     r.add_header(":path", "/x?access_token=abc");
-    let Start::Introspect { body, .. } = q.start(&mut r) else {
+    let Start::Introspect { body, .. } = q.start(&mut r, true) else {
         panic!("expected a call")
     };
     assert_eq!(body, b"token=abc&token_type_hint=access_token");
+}
+
+#[test]
+fn several_tokens_are_refused_before_any_call() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({"realm": "orders"}));
+    let cookie = policy(
+        &envoy,
+        json!({"realm": "orders", "tokenSource": "cookie:at"}),
+    );
+    let two_lines = {
+        let mut r = request(&envoy, 0, Some("good"));
+        r.add_header("authorization", "Bearer other");
+        r
+    };
+    let joined = request(&envoy, 0, Some("good,Bearer other"));
+    let mut two_cookies = envoy.request(0);
+    two_cookies
+        .add_header("cookie", "at=good")
+        .add_header("cookie", "at=other");
+    for (policy, mut req) in [(&p, two_lines), (&p, joined), (&cookie, two_cookies)] {
+        assert_eq!(policy.start(&mut req, true), Start::Done(Verdict::Respond));
+        assert_eq!(status(&req), (400, "invalid_request".into()));
+        assert_eq!(
+            req.response().unwrap().header("www-authenticate"),
+            Some(r#"Bearer realm="orders", error="invalid_request""#)
+        );
+    }
+    assert_eq!(
+        envoy.counter("palisade.token_introspection.ambiguous_token"),
+        3
+    );
+    assert!(envoy.http_calls().is_empty(), "the server is never asked");
+}
+
+#[test]
+fn an_options_request_with_a_body_needs_a_token() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({}));
+    let mut req = envoy.request(0);
+    req.add_header(":method", "OPTIONS")
+        .add_header("origin", "https://a.example")
+        .add_header("access-control-request-method", "POST")
+        .add_header("content-length", "4");
+    assert_eq!(p.start(&mut req, false), Start::Done(Verdict::Respond));
+    assert_eq!(status(&req), (401, "missing_token".into()));
+    assert_eq!(envoy.counter("palisade.token_introspection.preflight"), 0);
 }

@@ -48,6 +48,11 @@ impl BodyPolicy for XmlThreatProtection {
     fn scanner(&self) -> XmlScanner {
         XmlScanner::new(self.limits)
     }
+
+    /// The `content-type` charset must be one the scanner reads (see `scanner/prolog.rs`).
+    fn scanner_for(&self, content_type: Option<&str>) -> XmlScanner {
+        XmlScanner::for_content_type(self.limits, content_type)
+    }
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -144,6 +149,37 @@ mod tests {
         assert!(req.forwarded_body(Direction::Request).is_empty());
         assert_eq!(req.response().unwrap().status, 400);
         p.done(&mut req);
+    }
+
+    #[test]
+    fn the_content_type_charset_reaches_the_scanner() {
+        let envoy = TestEnvoy::new(1);
+        let p = policy(&envoy, "{}");
+        let (verdict, resp) = send(&p, "text/xml; charset=utf-16", "<a/>", 2, false);
+        assert_eq!(verdict, Verdict::Respond);
+        assert_eq!(
+            resp.unwrap().json()["message"],
+            "content-type charset other than UTF-8 or US-ASCII (only those are read) at byte 0"
+        );
+        let (verdict, resp) = send(&p, "text/xml; charset=us-ascii", "<a>\u{e9}</a>", 2, true);
+        assert_eq!(verdict, Verdict::Respond);
+        assert_eq!(
+            resp.unwrap().json()["message"],
+            "non-ASCII byte in a document declared US-ASCII at byte 3"
+        );
+        let (verdict, resp) = send(&p, "text/xml; charset=UTF-8", "<a>\u{e9}</a>", 2, true);
+        assert_eq!((verdict, resp), (Verdict::Continue, None));
+        // A repeated content-type, as Envoy joins it: inspected, and its charset refused.
+        let joined = "application/xml,text/xml; charset=utf-7";
+        let (verdict, resp) = send(&p, joined, "<a/>", 2, true);
+        assert_eq!(verdict, Verdict::Respond);
+        assert!(resp.unwrap().json()["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("content-type charset")));
+        assert_eq!(
+            envoy.counter("palisade.xml_threat_protection.denied_limit"),
+            3
+        );
     }
 
     #[test]

@@ -6,25 +6,30 @@
 //! reader cannot be suspended in the middle of a token when an Envoy body chunk ends. This
 //! scanner is fed chunks as they arrive, examines each byte once, and keeps only bounded state:
 //! per open element a 64-bit name hash and a child count, per start tag the hashes of its
-//! attribute names, and (with a DTD) one length per declared entity. It never expands an entity
-//! (it only adds up how long expansions would be) and never resolves anything external.
+//! attribute names, and (with a DTD) one length per declared entity and per element name with
+//! attribute defaults. It never expands an entity (it only adds up how long expansions would
+//! be) and refuses anything external rather than resolve it.
 //!
 //! It checks XML 1.0 well-formedness as far as a threat check needs it: one root element,
 //! matching end tags, attribute syntax and uniqueness, references, comments (no `--`), CDATA
-//! and processing instructions, the XML declaration only at the start, `]]>` outside CDATA,
-//! valid UTF-8 and XML characters. Names are compared by their 64-bit FNV-1a hash, so two
+//! and processing instructions, the XML declaration only at the start (and its grammar),
+//! `]]>` outside CDATA, valid UTF-8 and XML characters. Names are compared by their 64-bit FNV-1a hash, so two
 //! different names crafted to collide would be taken as equal (a mismatched end tag accepted):
 //! that can only let one malformed document through, never amplify work. Names are checked as
 //! ASCII name characters plus any non-ASCII character (the finer Unicode name classes are not
 //! enforced).
 //!
-//! This module reads the document itself; the DOCTYPE (its states, the entities it declares and
-//! what references to them expand to) is read by the `dtd` submodule (`scanner/dtd.rs`).
+//! This module reads the document itself; the encoding (byte-order marks, the XML declaration,
+//! the `content-type` charset) is checked by the `prolog` submodule (`scanner/prolog.rs`), and
+//! the DOCTYPE (its states, the entities and attribute defaults it declares and what they
+//! expand to) is read by the `dtd` submodule (`scanner/dtd.rs`).
 
 mod dtd;
+mod prolog;
 
 use dtd::{Dtd, DtdState};
 use palisade_kit::body::{BodyScanner, Latch, Violation};
+use prolog::{Decl, DeclState};
 use std::collections::{HashMap, HashSet};
 
 /// Sets of name hashes keep std's randomly keyed hasher: with a fixed one, crafted names could
@@ -85,6 +90,8 @@ enum RefIn {
     Text,
     Attribute,
     EntityValue,
+    /// An attribute default value in an `ATTLIST` declaration.
+    Default,
 }
 
 /// What a name being read names.
@@ -93,9 +100,13 @@ enum NameOf {
     Element,
     EndTag,
     Attribute,
-    PiTarget { in_dtd: bool },
+    PiTarget {
+        in_dtd: bool,
+    },
     Entity,
     DoctypeRoot,
+    /// The element an `ATTLIST` declaration is for.
+    AttlistElement,
     Ref(RefIn),
 }
 
@@ -153,6 +164,8 @@ enum State {
         value: u32,
         digits: u32,
     },
+    /// Inside the XML declaration: see [`DeclState`].
+    XmlDecl(DeclState),
     /// Inside the DOCTYPE: see [`DtdState`].
     Dtd(DtdState),
     /// The root element is closed: whitespace, comments and PIs may follow.
@@ -220,6 +233,8 @@ fn is_xml_char(c: u32) -> bool {
     matches!(c, 0x9 | 0xa | 0xd | 0x20..=0xd7ff | 0xe000..=0xfffd | 0x10000..=0x10ffff)
 }
 
+const UTF16_OR_32: &str = "UTF-16 or UTF-32 document: only UTF-8 and US-ASCII are read";
+
 fn describe(c: u32) -> String {
     match char::from_u32(c) {
         Some(ch) if !ch.is_control() && !ch.is_whitespace() => {
@@ -254,8 +269,12 @@ pub struct XmlScanner {
     name_len: u64,
     /// How much of `xmlns` an attribute name matched (6: `xmlns:`; 0xff: no match).
     xmlns: u8,
-    /// The first characters of a PI target, lowercased (to recognise `xml`).
+    /// The first characters of a PI target (to recognise `xml`; 0 for non-ASCII).
     pi_target: [u8; 3],
+    /// The XML declaration being read.
+    decl: Decl,
+    /// The document is declared US-ASCII (declaration or charset): only ASCII bytes.
+    ascii_only: bool,
     /// The current start tag's attribute and namespace counts and attribute names.
     attributes: u64,
     namespaces: u64,
@@ -294,6 +313,8 @@ impl XmlScanner {
             name_len: 0,
             xmlns: 0,
             pi_target: [0; 3],
+            decl: Decl::default(),
+            ascii_only: false,
             attributes: 0,
             namespaces: 0,
             attribute_names: NameSet::default(),
@@ -306,6 +327,19 @@ impl XmlScanner {
             dtd: Dtd::default(),
             failed: Latch::default(),
         }
+    }
+
+    /// A scanner enforcing `limits` on a body sent with this `content-type`: a charset other
+    /// than UTF-8 or US-ASCII refuses the body at its first byte.
+    pub fn for_content_type(limits: Limits, content_type: Option<&str>) -> Self {
+        let mut scanner = XmlScanner::new(limits);
+        match prolog::header_charset(content_type) {
+            Ok(charset) => scanner.ascii_only = charset == Some(prolog::Charset::Ascii),
+            Err(reason) => {
+                let _ = scanner.failed.record(Err(Violation::limit(0, reason)));
+            }
+        }
+        scanner
     }
 
     fn bad(&self, message: impl Into<String>) -> Box<Violation> {
@@ -395,6 +429,10 @@ impl XmlScanner {
                 self.state = State::Dtd(DtdState::EntityValue);
                 self.add_entity(n)
             }
+            RefIn::Default => {
+                self.state = State::Dtd(DtdState::AttDefault);
+                self.add_default(n)
+            }
         }
     }
 
@@ -431,6 +469,9 @@ impl XmlScanner {
                     name: hash,
                     children: 0,
                 });
+                if !self.no_defaults_declared() {
+                    self.defaults_applied(hash)?;
+                }
                 self.state = State::Tag { space: false };
             }
             NameOf::EndTag => {
@@ -461,13 +502,21 @@ impl XmlScanner {
                 self.state = State::Eq;
             }
             NameOf::PiTarget { in_dtd } => {
-                if self.name_len == 3 && &self.pi_target == b"xml" && (in_dtd || !self.lt_first) {
+                let xml = self.name_len == 3 && self.pi_target.eq_ignore_ascii_case(b"xml");
+                if !xml {
+                    self.state = State::PiAfterTarget { in_dtd };
+                } else if &self.pi_target != b"xml" {
+                    // Reserved (XML 1.0 §2.6), and a fatal error to libxml2.
+                    return Err(self.bad("processing-instruction target reserved for XML"));
+                } else if in_dtd || !self.lt_first {
                     return Err(self.bad("XML declaration not at the start of the document"));
+                } else {
+                    self.xml_declaration();
                 }
-                self.state = State::PiAfterTarget { in_dtd };
             }
             NameOf::Entity => self.entity_named(hash),
-            NameOf::DoctypeRoot => self.state = State::Dtd(DtdState::DoctypeTail { quote: 0 }),
+            NameOf::DoctypeRoot => self.state = State::Dtd(DtdState::DoctypeTail),
+            NameOf::AttlistElement => self.attlist_named(hash),
             NameOf::Ref(within) => {
                 if c != u32::from(b';') {
                     return Err(self.bad("invalid reference"));
@@ -498,7 +547,7 @@ impl XmlScanner {
         }
         if let NameOf::PiTarget { .. } = of {
             if let Some(slot) = self.pi_target.get_mut(self.name_len as usize) {
-                *slot = char::from_u32(c).map_or(0, |ch| ch.to_ascii_lowercase() as u8);
+                *slot = u8::try_from(c).unwrap_or(0);
             }
         }
         self.name_hash = fnv(self.name_hash, c);
@@ -760,6 +809,14 @@ impl XmlScanner {
                     if digits == 0 || !is_xml_char(value) {
                         return Err(self.bad("invalid character reference"));
                     }
+                    if within == RefIn::EntityValue && matches!(value, 0x26 | 0x3c) {
+                        // `&#38;` / `&#60;` become a real `&` / `<` in the replacement text,
+                        // parsed again where the entity is referenced: a reference or markup
+                        // the expansion bound would not see.
+                        return Err(self.refuse(
+                            "character reference to '&' or '<' in an entity value (parsed again when the entity expands)",
+                        ));
+                    }
                     self.referenced(within, 1, is_ws(value))?;
                 } else {
                     let digit = match (c, hex) {
@@ -780,6 +837,7 @@ impl XmlScanner {
                     };
                 }
             }
+            State::XmlDecl(state) => self.decl_char(state, c)?,
             State::Dtd(state) => self.dtd_char(state, c)?,
         }
         Ok(())
@@ -902,9 +960,14 @@ impl XmlScanner {
                     0xf0 => (3, 0x90, 0xbf),
                     0xf1..=0xf3 => (3, 0x80, 0xbf),
                     0xf4 => (3, 0x80, 0x8f),
+                    // Never UTF-8; at the start, the byte-order mark of UTF-16 or UTF-32.
+                    0xfe | 0xff if at == 0 => return Err(self.refuse(UTF16_OR_32)),
                     _ => return Err(Box::new(Violation::malformed(at, "invalid UTF-8"))),
                 };
                 if n > 0 {
+                    if self.ascii_only {
+                        return Err(self.refuse("non-ASCII byte in a document declared US-ASCII"));
+                    }
                     self.utf8_left = n;
                     (self.utf8_lo, self.utf8_hi) = (lo, hi);
                     self.code_point = u32::from(b & (0x7f >> (n + 1)));
@@ -914,6 +977,10 @@ impl XmlScanner {
             }
             let c = self.code_point;
             if !is_xml_char(c) {
+                if c == 0 && self.char_at < 2 {
+                    // `00 3C`, `3C 00`, `00 00 FE FF`, ...: UTF-16 or UTF-32 (XML 1.0 App. F).
+                    return Err(self.refuse(UTF16_OR_32));
+                }
                 return Err(self.bad(format!("invalid XML character U+{c:04X}")));
             }
             if c == 0xfeff && matches!(self.state, State::Start) {
