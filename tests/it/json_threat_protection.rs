@@ -254,12 +254,14 @@ fn every_json_media_type_is_inspected() {
     // ASP.NET Core clients send `text/json`; Rails and Symfony parse the legacy types.
     let over_size = format!("[{}1]", " ".repeat(63));
     P.assert_rejected(
-        &gw.send(&post_as("text/json", over_size.clone())),
+        &gw.send(&post_as("text/json", over_size)),
         "maxBodyBytes (64) exceeded",
     );
+    // Over HTTP/2 a small document that breaks a limit: Envoy answers an over-size body while
+    // curl may still be sending it, which curl reports as a stream error instead of the answer.
     P.assert_rejected(
-        &gw.send_h2(&post_as("text/json; charset=utf-8", over_size)),
-        "maxBodyBytes (64) exceeded",
+        &gw.send_h2(&post_as("text/json; charset=utf-8", "[[[1]]]")),
+        "maxContainerDepth (2) exceeded",
     );
     for media in [
         "text/json",
