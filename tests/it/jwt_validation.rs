@@ -440,33 +440,6 @@ fn assert_refused_on_both_protocols(
     assert_eq!(upstream.hits(), hits, "{req:?} reached the upstream");
 }
 
-/// Sends `req` (with a body) over HTTP/2 with nghttp, as DATA frames without a
-/// `content-length`, so only the stream's framing tells that a body follows; returns the
-/// status. (curl may fail with "Stream error" when Envoy answers before the upload ends.)
-fn h2_body_without_length(gw: &Gateway, req: &Request) -> u16 {
-    let dir = palisade_tests::scratch_dir("nghttp");
-    let input = dir.join("body");
-    std::fs::write(&input, &req.body).expect("write body");
-    let mut cmd = std::process::Command::new("nghttp");
-    cmd.args(["-v", "-t", "15", "--no-content-length", "-H"])
-        .arg(format!(":method: {}", req.method));
-    for (n, v) in &req.headers {
-        cmd.arg("-H").arg(format!("{n}: {v}"));
-    }
-    let out = cmd
-        .arg("-d")
-        .arg(&input)
-        .arg(format!("http://{}{}", gw.addr(), req.path))
-        .output()
-        .expect("run nghttp");
-    let verbose = String::from_utf8_lossy(&out.stdout);
-    verbose
-        .lines()
-        .find_map(|l| l.split_once(":status: ").map(|(_, s)| s.trim().to_owned()))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no :status in nghttp output:\n{verbose}"))
-}
-
 #[test]
 fn several_tokens_and_options_requests_with_a_body_never_reach_the_upstream() {
     let keys = TestKeys::start();
@@ -511,7 +484,7 @@ fn several_tokens_and_options_requests_with_a_body_never_reach_the_upstream() {
     let with_body = preflight.clone().body("{}");
     let hits = upstream.hits();
     assert_denied(&gw.send(&with_body), 401, "missing_token");
-    assert_eq!(h2_body_without_length(&gw, &with_body), 401);
+    assert_eq!(gw.send_h2_without_length(&with_body), 401);
     assert_eq!(
         upstream.hits(),
         hits,

@@ -57,6 +57,48 @@ impl Filter {
     }
 }
 
+/// Whether gateways run their policies in the bundle form (`PALISADE_BUNDLE=1`): every run of
+/// consecutive Palisade policies becomes one `dist/palisade.wasm` filter listing them in order,
+/// so a policy's integration tests can run against both forms.
+pub fn bundle_form() -> bool {
+    std::env::var_os("PALISADE_BUNDLE").is_some_and(|v| v == "1")
+}
+
+/// `filters` with each run of consecutive Palisade policies as one bundle filter. A policy
+/// whose configuration is not JSON stays on its own (there is nothing to embed), and so does a
+/// bundle.
+pub fn bundled(filters: &[Filter]) -> Vec<Filter> {
+    let mut out: Vec<Filter> = Vec::new();
+    let mut run: Vec<Value> = Vec::new();
+    let flush = |run: &mut Vec<Value>, out: &mut Vec<Filter>| {
+        if !run.is_empty() {
+            let config = json!({"policies": std::mem::take(run)}).to_string();
+            out.push(Filter::wasm("palisade", config));
+        }
+    };
+    for filter in filters {
+        let member = match filter {
+            Filter::Wasm { policy, .. } if policy == "palisade" => None,
+            Filter::Wasm { policy, config } if config.trim().is_empty() => {
+                Some(json!({"policy": policy}))
+            }
+            Filter::Wasm { policy, config } => serde_json::from_str::<Value>(config)
+                .ok()
+                .map(|config| json!({"policy": policy, "config": config})),
+            Filter::Native(_) => None,
+        };
+        match member {
+            Some(member) => run.push(member),
+            None => {
+                flush(&mut run, &mut out);
+                out.push(filter.clone());
+            }
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 /// Where the gateway sends requests that pass the filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -207,7 +249,12 @@ impl GatewayBuilder {
 
     /// The bootstrap; with `lds`, the listener is left to that LDS file.
     fn render(&self, lds: Option<&std::path::Path>) -> Value {
-        let mut http_filters: Vec<Value> = self.filters.iter().map(Filter::to_json).collect();
+        let filters = if bundle_form() {
+            bundled(&self.filters)
+        } else {
+            self.filters.clone()
+        };
+        let mut http_filters: Vec<Value> = filters.iter().map(Filter::to_json).collect();
         http_filters.push(json!({
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -448,6 +495,34 @@ impl Gateway {
         http2(self.addr(), req)
     }
 
+    /// Sends `req` (with a body) over HTTP/2 with nghttp, as DATA frames without a
+    /// `content-length`, so only the stream's framing tells that a body follows; returns the
+    /// status. (curl may fail with "Stream error" when Envoy answers before the upload ends;
+    /// nghttp reports the answer.)
+    pub fn send_h2_without_length(&self, req: &Request) -> u16 {
+        let dir = crate::scratch_dir("nghttp");
+        let input = dir.join("body");
+        std::fs::write(&input, &req.body).expect("write body");
+        let mut cmd = Command::new("nghttp");
+        cmd.args(["-v", "-t", "15", "--no-content-length", "-H"])
+            .arg(format!(":method: {}", req.method));
+        for (n, v) in &req.headers {
+            cmd.arg("-H").arg(format!("{n}: {v}"));
+        }
+        let out = cmd
+            .arg("-d")
+            .arg(&input)
+            .arg(format!("http://{}{}", self.addr(), req.path))
+            .output()
+            .expect("run nghttp (Debian nghttp2-client, installed by scripts/install.d)");
+        let verbose = String::from_utf8_lossy(&out.stdout);
+        verbose
+            .lines()
+            .find_map(|l| l.split_once(":status: ").map(|(_, s)| s.trim().to_owned()))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no :status in nghttp output:\n{verbose}"))
+    }
+
     /// Sends a request over HTTPS, HTTP/1.1 (a gateway built with [`GatewayBuilder::tls`]);
     /// `Err` when the TLS handshake (or the request) fails.
     pub fn https(&self, req: &Request, tls: &crate::tls::ClientTls) -> Result<Response, String> {
@@ -464,8 +539,29 @@ impl Gateway {
         http1(self.admin(), &Request::get(path)).text()
     }
 
-    /// The value of a metric in `/stats/prometheus` (e.g. `palisade_ip_filter_denied`).
+    /// The value of a metric in `/stats/prometheus` (e.g. `palisade_ip_filter_denied`) once
+    /// every count of the requests made so far has reached Envoy. A policy VM keeps its counts
+    /// and adds them to Envoy's counters on its timer (the kit's `metrics::FLUSH_PERIOD_MS`,
+    /// 1 s), so this polls until the value has not moved for longer than that period.
     pub fn metric(&self, name: &str) -> Option<f64> {
+        const FLUSH_WINDOW: Duration = Duration::from_millis(1_300);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut value = self.metric_now(name);
+        let mut unchanged_since = Instant::now();
+        while unchanged_since.elapsed() < FLUSH_WINDOW && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.metric_now(name);
+            if now != value {
+                value = now;
+                unchanged_since = Instant::now();
+            }
+        }
+        value
+    }
+
+    /// The value of a metric in `/stats/prometheus` right now (counts a policy VM keeps until
+    /// its next flush are not in it yet).
+    pub fn metric_now(&self, name: &str) -> Option<f64> {
         self.admin_get("/stats/prometheus")
             .lines()
             .find_map(|line| {
