@@ -7,9 +7,10 @@ WASM_TARGET="wasm32-wasip1"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# Policy crates: every crate under filters/ that builds a cdylib, then the example policies
-# under examples/ (built and tested like the others, so the example a team copies always
-# works). The directory name is the policy name and the artifact name.
+# Artifact crates: every crate under filters/ that builds a cdylib (the policies and the
+# bundle), then those under examples/ (the custom policy, built and tested like the others so
+# the example a team copies always works, and noop, the benchmarks' floor). The directory name
+# is the artifact name.
 policies() {
   for manifest in "$ROOT"/filters/*/Cargo.toml "$ROOT"/examples/*/Cargo.toml; do
     if [ -f "$manifest" ] && grep -q 'cdylib' "$manifest"; then basename "$(dirname "$manifest")"; fi

@@ -387,8 +387,10 @@ fn clients_leaving_held_requests_free_spike_control_queue_places() {
     let gw = palisade_tests::quota::gateway(
         &upstream,
         "spike-control",
+        // Held long enough to outlast the metric reads below (each waits for the policy's
+        // counter flush, about a second).
         json!({"maximumRequests": 1, "timePeriodInMilliseconds": 20000,
-               "delayTimeInMillis": 700, "delayAttempts": 1, "queuingLimit": 4}),
+               "delayTimeInMillis": 6000, "delayAttempts": 1, "queuingLimit": 4}),
     );
     assert_eq!(gw.send(&Request::get("/first")).status, 200);
     let addr = gw.addr();

@@ -264,7 +264,8 @@ fn is_basic_scheme(header: &str) -> bool {
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("basic"))
 }
 
-#[cfg(target_arch = "wasm32")]
+// Left out when linked into the bundle (`dist/palisade.wasm`), which has its own entry point.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{ palisade_kit::wasm::start::<BasicAuth>(); }}
 
 #[cfg(test)]

@@ -392,3 +392,33 @@ fn each_worker_has_its_own_cache_and_a_refused_configuration_names_the_field() {
         "{err}"
     );
 }
+
+/// Host calls per request, pinned so a regression shows; prints the rows of `BENCHMARKS.md`
+/// ("Host calls per request") with `-- --nocapture`.
+#[test]
+fn host_calls_per_request() {
+    let envoy = TestEnvoy::new(1);
+    let p = policy(&envoy, json!({}));
+    let send = |authorization: &str| {
+        let mut r = request(&envoy, Some(authorization));
+        run(&p, &mut r);
+        r
+    };
+    let first = send(&basic("carol:c4rol"));
+    assert!(first.response().is_none());
+    let cached = send(&basic("carol:c4rol"));
+    assert!(cached.response().is_none());
+    let denied = send(&basic("carol:wrong"));
+    assert_denied(&denied, "invalid_credentials");
+    let (first, cached, denied) = (first.host_calls(), cached.host_calls(), denied.host_calls());
+    println!(
+        "{}",
+        first.markdown_row("basic-auth", "allowed (first: verified)")
+    );
+    println!("{}", cached.markdown_row("basic-auth", "allowed (cached)"));
+    println!(
+        "{}",
+        denied.markdown_row("basic-auth", "denied (wrong password)")
+    );
+    assert!(cached.total() <= 4, "{cached:?}");
+}

@@ -266,7 +266,8 @@ impl Policy for ClientCertificate {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// Left out when linked into the bundle (`dist/palisade.wasm`), which has its own entry point.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{ palisade_kit::wasm::start::<ClientCertificate>(); }}
 
 #[cfg(test)]

@@ -422,3 +422,38 @@ fn every_worker_runs_the_policy_and_shares_the_counters() {
     assert_eq!(counter(&envoy, "denied_no_certificate"), 2);
     assert_eq!(f.paused(0) + f.paused(1), 0);
 }
+
+/// Host calls per request, pinned so a regression shows; prints the rows of `BENCHMARKS.md`
+/// ("Host calls per request") with `-- --nocapture`.
+#[test]
+fn host_calls_per_request() {
+    let envoy = TestEnvoy::new(1);
+    let f = deploy(
+        &envoy,
+        json!({"allowedSans": ["spiffe://retail.example/ns/orders/sa/fulfillment"]}),
+    );
+    let mut allowed = with_cert(&envoy, &PARTNER);
+    assert_eq!(f.send(&mut allowed), Verdict::Continue);
+    let mut unlisted = with_cert(&envoy, &LEGACY);
+    assert_eq!(f.send(&mut unlisted), Verdict::Respond);
+    let mut none = without_cert(&envoy);
+    assert_eq!(f.send(&mut none), Verdict::Respond);
+    let (allowed, unlisted, none) = (
+        allowed.host_calls(),
+        unlisted.host_calls(),
+        none.host_calls(),
+    );
+    println!(
+        "{}",
+        allowed.markdown_row("client-certificate", "allowed (first URI SAN)")
+    );
+    println!(
+        "{}",
+        unlisted.markdown_row("client-certificate", "denied (unlisted)")
+    );
+    println!(
+        "{}",
+        none.markdown_row("client-certificate", "denied (no certificate)")
+    );
+    assert!(allowed.total() <= 2, "{allowed:?}");
+}

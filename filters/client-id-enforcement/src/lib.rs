@@ -15,7 +15,9 @@ use palisade_kit::credentials::{Credential, CredentialReader};
 use palisade_kit::fetch::{Endpoint, FetchCounters, FetchSettings, Fetched, Fetcher, Source};
 use palisade_kit::identity::Identity;
 use palisade_kit::secret::matches_sha256;
-use palisade_kit::{CallResponse, ConfigError, Host, LogLevel, Policy, Request, Verdict, Wakes};
+use palisade_kit::{
+    CallResponse, ConfigError, Host, HostError, LogLevel, Policy, Request, Verdict, Wakes,
+};
 use registry::{Client, Registry};
 use std::rc::Rc;
 
@@ -161,10 +163,13 @@ impl ClientIdEnforcement {
         remote: Option<&Registry>,
     ) -> Outcome {
         let c = &self.config;
-        if c.allow_cors_preflight && palisade_kit::cors::is_preflight(host, end_of_stream) {
+        // One read of the request header map for both the preflight test and the credentials.
+        let credentials = CredentialReader::new(host);
+        if c.allow_cors_preflight
+            && palisade_kit::cors::is_preflight_in(credentials.headers(), end_of_stream)
+        {
             return Outcome::Preflight;
         }
-        let credentials = CredentialReader::new(host);
         let id = match credentials.read(&c.id_source) {
             Credential::One(id) => id,
             Credential::Missing => return Outcome::Denied(Reason::MissingClientId),
@@ -215,14 +220,7 @@ impl ClientIdEnforcement {
                 Verdict::Continue
             }
             Outcome::Allowed(client, tier) => {
-                let identity = Identity {
-                    authenticated_by: NAME.into(),
-                    client_id: Some(client.id.clone()),
-                    client_name: Some(client.name.clone()).filter(|n| !n.is_empty()),
-                    tier: Some(tier),
-                    ..Identity::default()
-                };
-                if identity.publish(host).is_err() {
+                if publish_identity(&client, tier, host).is_err() {
                     // Later policies could not see who the caller is: refuse rather than let a
                     // tier-less request through.
                     host.log(
@@ -270,6 +268,29 @@ impl ClientIdEnforcement {
     }
 }
 
+/// Hands on the identity of `client` admitted at `tier`, serialized on the client's first
+/// admitted request and kept in its registry entry.
+fn publish_identity(client: &Client, tier: String, host: &mut impl Host) -> Result<(), HostError> {
+    if let Some((kept_tier, handoff)) = client.handoff.get() {
+        if *kept_tier == tier {
+            return handoff.publish(host);
+        }
+    }
+    let handoff = Identity {
+        authenticated_by: NAME.into(),
+        client_id: Some(client.id.clone()),
+        client_name: Some(client.name.clone()).filter(|n| !n.is_empty()),
+        tier: Some(tier.clone()),
+        ..Identity::default()
+    }
+    .handoff()
+    .map_err(|_| HostError::Other(0))?;
+    let published = handoff.publish(host);
+    // Kept unless another tier was kept first (one policy has one API, so one tier).
+    let _ = client.handoff.set((tier, handoff));
+    published
+}
+
 impl Policy for ClientIdEnforcement {
     const NAME: &'static str = NAME;
     type State = ();
@@ -315,7 +336,8 @@ impl Policy for ClientIdEnforcement {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// Left out when linked into the bundle (`dist/palisade.wasm`), which has its own entry point.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{ palisade_kit::wasm::start::<ClientIdEnforcement>(); }}
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The registry of client applications and their contracts.
 
+use palisade_kit::identity::Handoff;
 use palisade_kit::secret::parse_sha256_hex;
 use serde::Deserialize;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -43,6 +45,9 @@ pub struct Client {
     pub enabled: bool,
     /// API name to SLA tier name.
     pub contracts: HashMap<String, String>,
+    /// The identity hand-off of this client with the tier it was admitted at, serialized on its
+    /// first admitted request and reused after (a registry belongs to one policy, so one API).
+    pub handoff: OnceCell<(String, Handoff)>,
 }
 
 impl RawClient {
@@ -64,6 +69,7 @@ impl RawClient {
             secret_sha256,
             enabled: self.enabled,
             contracts: self.contracts,
+            handoff: OnceCell::new(),
         })
     }
 }

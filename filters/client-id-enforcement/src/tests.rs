@@ -450,3 +450,87 @@ mod remote {
         assert_eq!(envoy.http_calls().len(), 3);
     }
 }
+
+/// Host calls per request, pinned so a regression shows; prints the rows of `BENCHMARKS.md`
+/// ("Host calls per request") with `-- --nocapture`.
+#[test]
+fn host_calls_per_request() {
+    let envoy = TestEnvoy::new(1);
+    let json = format!(r#"{{"api": "orders", "clients": {}}}"#, clients_json());
+    let p = envoy.deploy::<ClientIdEnforcement>(&json).unwrap();
+    let send = |headers: &[(&str, &str)]| {
+        let mut r = request(&envoy, headers);
+        p.send(&mut r);
+        r
+    };
+    let credentials = [("client_id", "app-1"), ("client_secret", "s1")];
+    let first = send(&credentials);
+    assert!(first.response().is_none());
+    let allowed = send(&credentials);
+    assert!(allowed.response().is_none());
+    let denied = send(&[("client_id", "app-1"), ("client_secret", "s2")]);
+    assert_eq!(denied.response().map(|r| r.status), Some(401));
+    let (allowed, denied) = (allowed.host_calls(), denied.host_calls());
+    println!(
+        "{}",
+        allowed.markdown_row("client-id-enforcement", "allowed")
+    );
+    println!(
+        "{}",
+        denied.markdown_row("client-id-enforcement", "denied (wrong secret)")
+    );
+    assert!(allowed.total() <= 2, "{allowed:?}");
+}
+
+#[test]
+fn the_identity_is_serialized_once_per_client_and_handed_on_unchanged() {
+    let envoy = TestEnvoy::new(1);
+    let json = format!(r#"{{"api": "orders", "clients": {}}}"#, clients_json());
+    let p = envoy.deploy::<ClientIdEnforcement>(&json).unwrap();
+    let policy = p.policy(0);
+    let kept = || {
+        policy
+            .config()
+            .inline
+            .get("app-1")
+            .unwrap()
+            .handoff
+            .get()
+            .cloned()
+    };
+    assert_eq!(
+        kept(),
+        None,
+        "nothing serialized before the client is admitted"
+    );
+    let mut identities = Vec::new();
+    for _ in 0..3 {
+        let mut r = request(&envoy, &[("client_id", "app-1"), ("client_secret", "s1")]);
+        assert_eq!(p.send(&mut r), Verdict::Continue);
+        identities.push(Identity::current(&r).unwrap());
+    }
+    let (tier, handoff) = kept().expect("kept after the first admission");
+    assert_eq!(tier, "gold");
+    assert_eq!(
+        serde_json::from_slice::<Identity>(handoff.as_bytes()).unwrap(),
+        identities[0]
+    );
+    assert!(identities.iter().all(|id| *id == identities[0]));
+    assert_eq!(identities[0].client_id.as_deref(), Some("app-1"));
+    assert_eq!(identities[0].client_name.as_deref(), Some("Shop"));
+    assert_eq!(identities[0].tier.as_deref(), Some("gold"));
+    // Another client gets its own.
+    let mut other = request(&envoy, &[("client_id", "app-2"), ("client_secret", "s2")]);
+    p.send(&mut other);
+    assert!(
+        policy
+            .config()
+            .inline
+            .get("app-2")
+            .unwrap()
+            .handoff
+            .get()
+            .is_none(),
+        "no contract: denied"
+    );
+}

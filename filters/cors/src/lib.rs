@@ -242,7 +242,8 @@ fn add_vary_origin(host: &mut impl Host) {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// Left out when linked into the bundle (`dist/palisade.wasm`), which has its own entry point.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{ palisade_kit::wasm::start::<Cors>(); }}
 
 #[cfg(test)]
@@ -746,5 +747,51 @@ mod tests {
             err.starts_with("cors: invalid configuration at `originGroups[0].origins[0]`"),
             "{err}"
         );
+    }
+
+    /// Host calls per request (both phases), pinned so a regression shows; prints the rows of
+    /// `BENCHMARKS.md` ("Host calls per request") with `-- --nocapture`.
+    #[test]
+    fn host_calls_per_request() {
+        let envoy = TestEnvoy::new(1);
+        let cors = policy(&envoy, shop());
+        let mut granted = request(&cors, "GET", &[("origin", "https://shop.example.com")]);
+        assert_eq!(cors.request_headers(&mut granted, true), Verdict::Continue);
+        respond(&cors, &mut granted, &[]);
+        let mut refused = request(&cors, "GET", &[("origin", "https://evil.example")]);
+        assert_eq!(cors.request_headers(&mut refused, true), Verdict::Continue);
+        respond(&cors, &mut refused, &[]);
+        let preflight = |method: &str| {
+            let mut r = request(
+                &cors,
+                "OPTIONS",
+                &[
+                    ("origin", "https://shop.example.com"),
+                    ("access-control-request-method", method),
+                ],
+            );
+            assert_eq!(cors.request_headers(&mut r, true), Verdict::Respond);
+            r.host_calls()
+        };
+        let (allowed_preflight, denied_preflight) = (preflight("PUT"), preflight("DELETE"));
+        let (granted, refused) = (granted.host_calls(), refused.host_calls());
+        println!(
+            "{}",
+            granted.markdown_row("cors", "allowed (actual request)")
+        );
+        println!(
+            "{}",
+            allowed_preflight.markdown_row("cors", "allowed (preflight)")
+        );
+        println!(
+            "{}",
+            refused.markdown_row("cors", "denied (actual request)")
+        );
+        println!(
+            "{}",
+            denied_preflight.markdown_row("cors", "denied (preflight)")
+        );
+        assert!(granted.total() <= 7, "{granted:?}");
+        assert!(allowed_preflight.total() <= 5, "{allowed_preflight:?}");
     }
 }

@@ -70,7 +70,8 @@ impl Policy for IpFilter {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// Left out when linked into the bundle (`dist/palisade.wasm`), which has its own entry point.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{ palisade_kit::wasm::start::<IpFilter>(); }}
 
 #[cfg(test)]
@@ -276,5 +277,31 @@ mod tests {
         assert_eq!(envoy.counter("palisade.ip_filter.allowed"), 2);
         assert_eq!(envoy.counter("palisade.ip_filter.denied"), 2);
         assert_eq!(f.paused(0) + f.paused(1), 0);
+    }
+
+    /// Host calls per request, pinned so a regression shows; prints the rows of
+    /// `BENCHMARKS.md` ("Host calls per request") with `-- --nocapture`.
+    #[test]
+    fn host_calls_per_request() {
+        let envoy = TestEnvoy::new(1);
+        let f = filter(&envoy, r#"{"ips": ["10.0.0.0/8"]}"#);
+        let mut allowed = from(&envoy, "10.0.0.1:1", None);
+        assert_eq!(f.send(&mut allowed), Verdict::Continue);
+        let mut denied = from(&envoy, "11.0.0.1:1", None);
+        assert_eq!(f.send(&mut denied), Verdict::Respond);
+        let xff = filter(&envoy, r#"{"ips": ["10.0.0.0/8"], "ipSource": "xff"}"#);
+        let mut via_xff = from(&envoy, "127.0.0.1:1", Some("10.0.0.1"));
+        assert_eq!(xff.send(&mut via_xff), Verdict::Continue);
+        let (allowed, denied, via_xff) = (
+            allowed.host_calls(),
+            denied.host_calls(),
+            via_xff.host_calls(),
+        );
+        println!("{}", allowed.markdown_row("ip-filter", "allowed (peer)"));
+        println!("{}", via_xff.markdown_row("ip-filter", "allowed (xff)"));
+        println!("{}", denied.markdown_row("ip-filter", "denied"));
+        assert_eq!(allowed.total(), 1, "{allowed:?}");
+        assert_eq!(via_xff.total(), 1, "{via_xff:?}");
+        assert_eq!(denied.total(), 2, "{denied:?}");
     }
 }

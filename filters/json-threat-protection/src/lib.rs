@@ -70,7 +70,8 @@ impl BodyPolicy for JsonThreatProtection {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// Left out when linked into the bundle (`dist/palisade.wasm`), which has its own entry point.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{
     palisade_kit::wasm::start::<JsonThreatProtection>();
 }}
@@ -233,5 +234,34 @@ mod tests {
         let logged = refused.err().unwrap();
         assert!(logged.starts_with("json-threat-protection: "), "{logged}");
         assert!(logged.contains("maxDepth"), "{logged}");
+    }
+
+    /// Host calls per request (headers, then the body in two chunks), pinned so a regression
+    /// shows; prints the rows of `BENCHMARKS.md` ("Host calls per request") with
+    /// `-- --nocapture`.
+    #[test]
+    fn host_calls_per_request() {
+        let envoy = TestEnvoy::new(1);
+        let p = policy(&envoy, r#"{"maxArrayElementCount": 2}"#);
+        let through = |body: &str, expected: Verdict| {
+            let mut req = p.request(0);
+            req.add_header("content-type", "application/json");
+            assert_eq!(p.request_headers(&mut req, false), Verdict::Continue);
+            let (head, tail) = body.as_bytes().split_at(body.len() / 2);
+            assert_eq!(p.request_body(&mut req, head, false), Verdict::Pause);
+            assert_eq!(p.request_body(&mut req, tail, true), expected);
+            req.host_calls()
+        };
+        let allowed = through(r#"{"a": [1, 2], "b": "c"}"#, Verdict::Continue);
+        let denied = through(r#"[1,2,3]"#, Verdict::Respond);
+        println!(
+            "{}",
+            allowed.markdown_row("json-threat-protection", "allowed (2 body chunks)")
+        );
+        println!(
+            "{}",
+            denied.markdown_row("json-threat-protection", "denied (limit)")
+        );
+        assert!(allowed.total() <= 4, "{allowed:?}");
     }
 }

@@ -16,7 +16,10 @@
 //! string and entry-name lengths count Unicode characters after unescaping (a surrogate pair
 //! escape is one); entry counts are per object, element counts per array.
 
+mod runs;
+
 use palisade_kit::body::{BodyScanner, Latch, Violation};
+use runs::{run_until, Digits, PlainString, Whitespace};
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hasher};
 
@@ -382,10 +385,7 @@ impl JsonScanner {
                         continue;
                     }
                     // Fast path: a run of plain ASCII.
-                    let run = chunk[i..]
-                        .iter()
-                        .position(|&c| c < 0x20 || c == b'"' || c == b'\\' || c >= 0x80)
-                        .unwrap_or(chunk.len() - i);
+                    let run = run_until::<PlainString>(&chunk[i..]);
                     if run > 0 {
                         self.flush_surrogate(key, at)?;
                         if key && self.limits.reject_duplicate_keys {
@@ -477,10 +477,7 @@ impl JsonScanner {
                 }
                 State::Num(Num::Int | Num::Frac | Num::ExpDigits) if b.is_ascii_digit() => {
                     // Fast path: a run of digits.
-                    let run = chunk[i..]
-                        .iter()
-                        .position(|c| !c.is_ascii_digit())
-                        .unwrap_or(chunk.len() - i);
+                    let run = run_until::<Digits>(&chunk[i..]);
                     i += run;
                     continue;
                 }
@@ -520,10 +517,7 @@ impl JsonScanner {
                 }
                 _ if is_ws(b) => {
                     // Fast path: a run of whitespace between tokens.
-                    let run = chunk[i..]
-                        .iter()
-                        .position(|&c| !is_ws(c))
-                        .unwrap_or(chunk.len() - i);
+                    let run = run_until::<Whitespace>(&chunk[i..]);
                     i += run;
                     continue;
                 }

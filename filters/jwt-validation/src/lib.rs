@@ -18,7 +18,7 @@ use cache::VerifyCache;
 use config::Config;
 use jwks::JwksSource;
 use keys::KeySet;
-use palisade_kit::credentials::{bearer, Credential};
+use palisade_kit::credentials::{bearer, Credential, CredentialReader};
 use palisade_kit::fetch::{FetchCounters, Fetcher};
 use palisade_kit::identity::{Identity, PROPERTY_PATH};
 use palisade_kit::{CallResponse, ConfigError, Host, LogLevel, Policy, Request, Verdict, Wakes};
@@ -97,7 +97,7 @@ impl JwtValidation {
 
     /// The keys to verify with now: configured ones, or the shared JWKS while it is not staler
     /// than allowed.
-    fn keys(&self, host: &impl Host) -> Option<Rc<KeySet>> {
+    fn keys(&self, host: &impl Host, now_ms: u64) -> Option<Rc<KeySet>> {
         if let Some(local) = &self.local {
             return Some(local.clone());
         }
@@ -106,7 +106,7 @@ impl JwtValidation {
         let usable_until = published_ms
             .saturating_add(remote.cache_ms)
             .saturating_add(remote.max_stale_ms);
-        (host.now_ms() < usable_until).then_some(set)
+        (now_ms < usable_until).then_some(set)
     }
 
     /// Decides on a request without a body, without waiting for keys.
@@ -122,22 +122,37 @@ impl JwtValidation {
         end_of_stream: bool,
         waiter: Option<u32>,
     ) -> Verdict {
-        if self.config.allow_preflight && palisade_kit::cors::is_preflight(host, end_of_stream) {
+        // One read of the request header map for both the preflight test and the token.
+        let credential = {
+            let reader = CredentialReader::new(&*host);
+            let preflight = self.config.allow_preflight
+                && palisade_kit::cors::is_preflight_in(reader.headers(), end_of_stream);
+            (!preflight).then(|| reader.read(&self.config.source))
+        };
+        let Some(credential) = credential else {
             self.metrics.preflight.inc(host);
             return Verdict::Continue;
-        }
-        self.decide(host, waiter)
+        };
+        self.decide_on(host, waiter, credential)
     }
 
     /// Decides on a request by its token. With `waiter` (its context id), a token with an
     /// unknown `kid` may wait for the JWKS refresh it brings forward ([`Verdict::Pause`]).
     pub fn decide(&self, host: &mut impl Host, waiter: Option<u32>) -> Verdict {
+        let credential = self.config.source.read_credential(host);
+        self.decide_on(host, waiter, credential)
+    }
+
+    /// [`Self::decide`] with the credential already read.
+    fn decide_on(
+        &self,
+        host: &mut impl Host,
+        waiter: Option<u32>,
+        credential: Credential,
+    ) -> Verdict {
         let d = &self.config.denials;
         let source = &self.config.source;
-        let token = match source
-            .read_credential(host)
-            .and_then(|raw| bearer(source, &raw))
-        {
+        let token = match credential.and_then(|raw| bearer(source, &raw)) {
             Credential::One(token) => token,
             Credential::Missing => {
                 self.metrics.missing_token.inc(host);
@@ -148,7 +163,8 @@ impl JwtValidation {
                 return d.ambiguous.send(host);
             }
         };
-        let Some(keys) = self.keys(host) else {
+        let now_ms = host.now_ms();
+        let Some(keys) = self.keys(host, now_ms) else {
             self.metrics.unavailable.inc(host);
             // Per request, so not above debug: fetch failures are logged when they happen.
             host.log(
@@ -157,7 +173,6 @@ impl JwtValidation {
             );
             return d.unavailable.send(host);
         };
-        let now_ms = host.now_ms();
         let digest = palisade_kit::secret::sha256(token.as_bytes());
         let cached = self
             .cache
@@ -321,7 +336,8 @@ impl Policy for JwtValidation {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// Left out when linked into the bundle (`dist/palisade.wasm`), which has its own entry point.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{ palisade_kit::wasm::start::<JwtValidation>(); }}
 
 #[cfg(test)]

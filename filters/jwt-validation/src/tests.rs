@@ -834,3 +834,46 @@ fn critical_extensions_foreign_types_and_future_iat_are_refused() {
         "invalid_token",
     );
 }
+
+/// Host calls per request, pinned so a regression shows; prints the rows of `BENCHMARKS.md`
+/// ("Host calls per request") with `-- --nocapture`.
+#[test]
+fn host_calls_per_request() {
+    let s = Signer::new();
+    let local_keys = String::from_utf8(local(&s, json!({}))).unwrap();
+    let rows = |scenario: &str, config: &str, fetched: bool| {
+        let (envoy, p) = deploy(1, config);
+        if fetched {
+            assert!(fetch(&envoy, &p, 250, Some((200, &s.jwks()))));
+        }
+        let token = s.es256(now_s(&envoy), json!({}));
+        let (verdict, first) = ask(&p, 0, &token);
+        assert_eq!(verdict, Verdict::Continue);
+        let (verdict, cached) = ask(&p, 0, &token);
+        assert_eq!(verdict, Verdict::Continue);
+        let (verdict, denied) = ask(&p, 0, &s.es256(now_s(&envoy), json!({"iss": "other"})));
+        assert_eq!(verdict, Verdict::Respond);
+        let (first, cached, denied) =
+            (first.host_calls(), cached.host_calls(), denied.host_calls());
+        println!(
+            "{}",
+            first.markdown_row("jwt-validation", &format!("allowed ({scenario}, first)"))
+        );
+        println!(
+            "{}",
+            cached.markdown_row("jwt-validation", &format!("allowed ({scenario}, cached)"))
+        );
+        println!(
+            "{}",
+            denied.markdown_row(
+                "jwt-validation",
+                &format!("denied ({scenario}, wrong issuer)")
+            )
+        );
+        cached
+    };
+    let local = rows("local JWKS", &local_keys, false);
+    let remote = rows("remote JWKS", &remote_config(), true);
+    assert!(local.total() <= 3, "{local:?}");
+    assert!(remote.total() <= 4, "{remote:?}");
+}

@@ -28,6 +28,19 @@ pub fn is_preflight(host: &impl Host, end_of_stream: bool) -> bool {
             .is_some()
 }
 
+/// [`is_preflight`] over a request header map already read (e.g. a
+/// [`crate::credentials::CredentialReader`]'s), without a host call.
+pub fn is_preflight_in(headers: &[(String, String)], end_of_stream: bool) -> bool {
+    let has = |name: &str| headers.iter().any(|(n, _)| n == name);
+    end_of_stream
+        && headers
+            .iter()
+            .find(|(n, _)| n == ":method")
+            .is_some_and(|(_, method)| method == "OPTIONS")
+        && has("origin")
+        && has("access-control-request-method")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +60,12 @@ mod tests {
             .add_header("origin", "https://a.example")
             .add_header("access-control-request-method", "PUT");
         assert!(!is_preflight(&get, true));
+        for (req, end_of_stream) in [(&r, true), (&r, false), (&get, true)] {
+            assert_eq!(
+                is_preflight_in(&req.headers(), end_of_stream),
+                is_preflight(req, end_of_stream)
+            );
+        }
     }
 
     #[test]

@@ -68,6 +68,22 @@ impl<'h, H: Host> CredentialReader<'h, H> {
         }
     }
 
+    /// A reader over the request header map the caller already read
+    /// (`host.headers(HeaderMap::Request)`), so a policy that needs the map for something else
+    /// too reads it once.
+    pub fn with_headers(host: &'h H, headers: Vec<(String, String)>) -> Self {
+        CredentialReader {
+            host,
+            headers: OnceCell::from(headers),
+        }
+    }
+
+    /// The request header map (read from the host on first use, once).
+    pub fn headers(&self) -> &[(String, String)] {
+        self.headers
+            .get_or_init(|| self.host.headers(HeaderMap::Request))
+    }
+
     /// The credential `selector` selects. Derived values (`ip`, `method`, `path`, `client-id`,
     /// `claim:*`) cannot be repeated by a client and are read as [`Selector::evaluate`] does
     /// (`ip` from Envoy's peer address).
@@ -110,8 +126,7 @@ impl<'h, H: Host> CredentialReader<'h, H> {
 
     /// Every line of request header `name` (lowercase).
     fn lines<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .get_or_init(|| self.host.headers(HeaderMap::Request))
+        self.headers()
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())

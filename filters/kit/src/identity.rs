@@ -34,11 +34,35 @@ pub struct Identity {
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
-impl Identity {
-    /// Records this identity for later policies of the current request.
+/// An identity serialized once, to hand on for many requests: build it where the identity is
+/// known ahead of the request (per user at configure time, per registry client, per cached
+/// token), and [`Handoff::publish`] costs one host call and no serialization per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff(Vec<u8>);
+
+impl Handoff {
+    /// Records the identity for later policies of the current request.
     pub fn publish(&self, host: &mut impl Host) -> Result<(), HostError> {
-        let bytes = serde_json::to_vec(self).map_err(|_| HostError::Other(0))?;
-        host.set_property(PROPERTY_PATH, &bytes)
+        host.set_property(PROPERTY_PATH, &self.0)
+    }
+
+    /// The serialized identity, as later policies read it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Identity {
+    /// Serializes this identity once, for [`Handoff::publish`] on many requests.
+    pub fn handoff(&self) -> Result<Handoff, serde_json::Error> {
+        serde_json::to_vec(self).map(Handoff)
+    }
+
+    /// Records this identity for later policies of the current request (serializing it: for
+    /// an identity handed on more than once, keep its [`Identity::handoff`]).
+    pub fn publish(&self, host: &mut impl Host) -> Result<(), HostError> {
+        let handoff = self.handoff().map_err(|_| HostError::Other(0))?;
+        handoff.publish(host)
     }
 
     /// The identity an earlier policy of this request recorded, if any.
@@ -95,5 +119,25 @@ mod tests {
 
         // A different request does not see it.
         assert_eq!(Identity::current(&envoy.request(0)), None);
+    }
+
+    #[test]
+    fn a_handoff_publishes_the_same_identity_with_one_host_call() {
+        let envoy = TestEnvoy::new(1);
+        let id = Identity {
+            authenticated_by: "client-id-enforcement".into(),
+            client_id: Some("app-1".into()),
+            tier: Some("gold".into()),
+            ..Default::default()
+        };
+        let handoff = id.handoff().unwrap();
+        for _ in 0..2 {
+            let mut req = envoy.request(0);
+            handoff.publish(&mut req).unwrap();
+            assert_eq!(req.host_calls().total(), 1);
+            assert_eq!(req.host_calls().get("set_property"), 1);
+            assert_eq!(Identity::current(&req), Some(id.clone()));
+        }
+        assert_eq!(handoff.as_bytes(), serde_json::to_vec(&id).unwrap());
     }
 }

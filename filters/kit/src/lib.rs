@@ -21,6 +21,7 @@
 //! * [`fetch`]: one background fetcher per Envoy (registries, JWKS, discovery), with backoff,
 //!   last-good copies and waiting requests.
 //! * [`cache`]: a bounded per-VM cache whose entries expire.
+//! * [`bundle`]: several policies run in order as one filter (one VM, one HTTP context).
 //! * [`host`]: the trait every policy talks to the host through; `wasm` implements it over the
 //!   proxy-wasm ABI and binds a [`Policy`] to Envoy (`wasm::start::<P>()`), `testing` implements
 //!   it in memory and runs whole policies natively (`TestEnvoy::deploy`).
@@ -31,6 +32,7 @@
 pub mod address;
 pub mod background;
 pub mod body;
+pub mod bundle;
 pub mod cache;
 pub mod config;
 pub mod cors;
@@ -43,6 +45,7 @@ pub mod host;
 pub mod identity;
 pub mod metrics;
 pub mod quota;
+pub mod runs;
 pub mod runtime;
 pub mod secret;
 pub mod selector;

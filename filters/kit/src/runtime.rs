@@ -13,7 +13,8 @@
 use crate::config::ConfigError;
 use crate::denial::Denial;
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
-use std::cell::RefCell;
+use crate::metrics::{PendingCounts, FLUSH_PERIOD_MS};
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -248,6 +249,12 @@ pub struct Vm<P: Policy> {
     root_id: u32,
     policy: RefCell<Option<Rc<P>>>,
     paused: RefCell<HashMap<u32, Paused<P::State>>>,
+    /// The policy's counts not yet added to Envoy's counters (flushed on the timer).
+    counts: RefCell<PendingCounts>,
+    /// The timer runs at the shorter of the flush period and the policy's own period; the
+    /// policy's `on_tick` runs every `policy_every`-th tick (0: never), counted in `ticks`.
+    policy_every: Cell<u32>,
+    ticks: Cell<u32>,
 }
 
 impl<P: Policy> Vm<P> {
@@ -257,6 +264,9 @@ impl<P: Policy> Vm<P> {
             root_id,
             policy: RefCell::new(None),
             paused: RefCell::new(HashMap::new()),
+            counts: RefCell::new(PendingCounts::default()),
+            policy_every: Cell::new(0),
+            ticks: Cell::new(0),
         }
     }
 
@@ -273,7 +283,8 @@ impl<P: Policy> Vm<P> {
     /// Compiles the configuration and starts the policy's timer. On error it logs the error
     /// naming the policy and the field, and returns false: Envoy refuses the filter.
     pub fn configure(&self, config: &[u8], host: &mut impl Host) -> bool {
-        let policy = match P::configure(config, host) {
+        let (configured, counts) = PendingCounts::collect(|| P::configure(config, host));
+        let policy = match configured {
             Ok(policy) => policy,
             Err(err) => {
                 host.log(LogLevel::Error, &format!("{}: {err}", P::NAME));
@@ -281,18 +292,36 @@ impl<P: Policy> Vm<P> {
                 return false;
             }
         };
-        let period = policy.tick_period_ms();
-        if period > 0 {
-            if let Err(e) = host.set_tick_period_ms(period) {
-                host.log(
-                    LogLevel::Error,
-                    &format!("{}: cannot start the timer: {e}", P::NAME),
-                );
-                return false;
-            }
+        // One timer for both: a policy period longer than the flush period is rounded up to
+        // a whole number of flush periods.
+        let policy_period = policy.tick_period_ms();
+        let period = match policy_period {
+            0 => FLUSH_PERIOD_MS,
+            p => p.min(FLUSH_PERIOD_MS),
+        };
+        if let Err(e) = host.set_tick_period_ms(period) {
+            host.log(
+                LogLevel::Error,
+                &format!("{}: cannot start the timer: {e}", P::NAME),
+            );
+            return false;
+        }
+        self.policy_every.set(policy_period.div_ceil(period));
+        self.ticks.set(0);
+        self.flush(host);
+        if let Ok(mut kept) = self.counts.try_borrow_mut() {
+            *kept = counts;
         }
         *self.policy.borrow_mut() = Some(Rc::new(policy));
         true
+    }
+
+    /// Adds the counts kept in this VM to Envoy's counters (on every tick, and when the VM
+    /// shuts down).
+    pub fn flush(&self, host: &impl Host) {
+        if let Ok(counts) = self.counts.try_borrow() {
+            counts.flush(host);
+        }
     }
 
     /// A new request with context id `id`.
@@ -305,7 +334,18 @@ impl<P: Policy> Vm<P> {
 
     /// The background timer fired.
     pub fn on_tick(&self, host: &mut impl Host) {
+        self.flush(host);
         let Some(policy) = self.policy() else { return };
+        let every = self.policy_every.get();
+        if every == 0 {
+            return;
+        }
+        let tick = self.ticks.get() + 1;
+        if tick < every {
+            self.ticks.set(tick);
+            return;
+        }
+        self.ticks.set(0);
         let mut wakes = Wakes::default();
         policy.on_tick(host, &mut wakes);
         self.wake(&policy, host, wakes, self.root_id);

@@ -45,7 +45,11 @@ struct State {
     exchanges: HashMap<u32, Rc<RefCell<Exchange>>>,
     /// The state of the deterministic entropy source (`None`: it fails).
     random: Option<u64>,
+    /// Flushes each deployed VM's kept counts (see [`TestEnvoy::counter`]).
+    flushers: Vec<(usize, Flusher)>,
 }
+
+type Flusher = Rc<dyn Fn(&TestRequest)>;
 
 /// What Envoy holds for one context (a request, or a VM's root context).
 #[derive(Default)]
@@ -63,6 +67,8 @@ struct Exchange {
     /// the policy until it resumes.
     stopped_at_headers: HashMap<Direction, bool>,
     gone: bool,
+    /// Host calls that acted on this context, by [`Host`] method name.
+    calls: BTreeMap<&'static str, usize>,
 }
 
 impl Exchange {
@@ -148,6 +154,67 @@ impl LocalResponse {
     }
 }
 
+/// Host calls by [`Host`] method name ([`TestRequest::host_calls`]): what a request costs in
+/// host crossings (about 1 µs each in Envoy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostCalls(pub BTreeMap<&'static str, usize>);
+
+impl HostCalls {
+    /// The columns of the published table (`BENCHMARKS.md`, "Host calls per request"); any
+    /// other kind is listed by name, with its count, in a last column, `other`.
+    pub const TABLE_KINDS: &'static [&'static str] = &[
+        "header",
+        "headers",
+        "set_header",
+        "remove_header",
+        "property",
+        "set_property",
+        "shared_get",
+        "shared_set",
+        "now_ms",
+        "increment_counter",
+        "send_response",
+        "log",
+    ];
+
+    /// Every host call.
+    pub fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+
+    /// Calls of one kind (a [`Host`] method name).
+    pub fn get(&self, kind: &str) -> usize {
+        self.0.get(kind).copied().unwrap_or(0)
+    }
+
+    /// One table line: `policy`, `scenario`, the calls per kind, `other` (named), the total.
+    pub fn markdown_row(&self, policy: &str, scenario: &str) -> String {
+        let mut cells: Vec<String> = Self::TABLE_KINDS
+            .iter()
+            .map(|kind| match self.get(kind) {
+                0 => "·".to_owned(),
+                n => n.to_string(),
+            })
+            .collect();
+        let other: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(kind, _)| !Self::TABLE_KINDS.contains(kind))
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        cells.push(if other.is_empty() {
+            "·".to_owned()
+        } else {
+            other.join(", ")
+        });
+        format!(
+            "| {policy} | {scenario} | {} | **{}** |",
+            cells.join(" | "),
+            self.total()
+        )
+    }
+}
+
 /// One simulated Envoy process with several worker threads.
 #[derive(Clone)]
 pub struct TestEnvoy {
@@ -205,8 +272,20 @@ impl TestEnvoy {
         self.state.borrow().http_calls.clone()
     }
 
-    /// A counter's value (0 if never defined).
+    /// A counter's value as Envoy reports it once every deployed VM has flushed the counts it
+    /// keeps (it flushes them first, as their next tick would); 0 if never defined.
+    /// [`TestEnvoy::reported_counter`] reads it without flushing.
     pub fn counter(&self, name: &str) -> i64 {
+        let flushers = self.state.borrow().flushers.clone();
+        for (worker, flush) in flushers {
+            flush(&self.request(worker));
+        }
+        self.reported_counter(name)
+    }
+
+    /// A counter's value as Envoy holds it now: counts the VMs keep until their next tick
+    /// (`metrics::FLUSH_PERIOD_MS`) are not in it yet. 0 if never defined.
+    pub fn reported_counter(&self, name: &str) -> i64 {
         let state = self.state.borrow();
         state
             .metrics
@@ -316,7 +395,15 @@ impl TestEnvoy {
                     .unwrap_or_default();
                 return Err(error);
             }
-            vms.push((Rc::new(vm), root));
+            let vm = Rc::new(vm);
+            let weak = Rc::downgrade(&vm);
+            let flush: Flusher = Rc::new(move |host: &TestRequest| {
+                if let Some(vm) = weak.upgrade() {
+                    vm.flush(host);
+                }
+            });
+            self.state.borrow_mut().flushers.push((worker, flush));
+            vms.push((vm, root));
         }
         Ok(TestPolicy {
             envoy: self.clone(),
@@ -415,6 +502,23 @@ impl TestRequest {
             .unwrap_or_default()
     }
 
+    /// The host calls that acted on this context so far, by [`Host`] method name (a call made
+    /// while another context was effective counts for that one). Calls a helper makes through
+    /// a trait default (`request_header`) count as the method it calls (`header`).
+    pub fn host_calls(&self) -> HostCalls {
+        HostCalls(self.own().borrow().calls.clone())
+    }
+
+    /// Forgets the host calls counted so far (e.g. after a request that filled a cache).
+    pub fn reset_host_calls(&self) {
+        self.own().borrow_mut().calls.clear();
+    }
+
+    /// Counts one host call of `kind` against the effective context.
+    fn count(&self, kind: &'static str) {
+        *self.current().borrow_mut().calls.entry(kind).or_default() += 1;
+    }
+
     /// The worker this context runs on.
     pub fn worker(&self) -> usize {
         self.worker
@@ -448,6 +552,7 @@ impl TestRequest {
 
 impl Host for TestRequest {
     fn header(&self, map: HeaderMap, name: &str) -> Option<String> {
+        self.count("header");
         self.current()
             .borrow()
             .maps
@@ -458,6 +563,7 @@ impl Host for TestRequest {
     }
 
     fn headers(&self, map: HeaderMap) -> Vec<(String, String)> {
+        self.count("headers");
         self.current()
             .borrow()
             .maps
@@ -467,11 +573,16 @@ impl Host for TestRequest {
     }
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &str) {
-        self.remove_header(map, name);
-        Host::add_header(self, map, name, value);
+        self.count("set_header");
+        let exchange = self.current();
+        let mut exchange = exchange.borrow_mut();
+        let headers = exchange.maps.entry(map).or_default();
+        headers.retain(|(n, _)| n != name);
+        headers.push((name.to_owned(), value.to_owned()));
     }
 
     fn add_header(&mut self, map: HeaderMap, name: &str, value: &str) {
+        self.count("add_header");
         self.current()
             .borrow_mut()
             .maps
@@ -481,12 +592,14 @@ impl Host for TestRequest {
     }
 
     fn remove_header(&mut self, map: HeaderMap, name: &str) {
+        self.count("remove_header");
         if let Some(headers) = self.current().borrow_mut().maps.get_mut(&map) {
             headers.retain(|(n, _)| n != name);
         }
     }
 
     fn body(&self, buffer: BodyBuffer, start: usize, max: usize) -> Vec<u8> {
+        self.count("body");
         let exchange = self.current();
         let exchange = exchange.borrow();
         let Some(bytes) = exchange.bodies.get(&buffer) else {
@@ -504,6 +617,7 @@ impl Host for TestRequest {
         size: usize,
         data: &[u8],
     ) -> Result<(), HostError> {
+        self.count("set_body");
         let exchange = self.current();
         let mut exchange = exchange.borrow_mut();
         let bytes = exchange.bodies.entry(buffer).or_default();
@@ -514,6 +628,7 @@ impl Host for TestRequest {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.count("property");
         self.current()
             .borrow()
             .properties
@@ -522,6 +637,7 @@ impl Host for TestRequest {
     }
 
     fn set_property(&mut self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        self.count("set_property");
         self.current()
             .borrow_mut()
             .properties
@@ -529,6 +645,7 @@ impl Host for TestRequest {
         Ok(())
     }
     fn shared_get(&self, key: &str) -> Result<SharedValue, HostError> {
+        self.count("shared_get");
         let state = self.envoy.state.borrow();
         Ok(match state.shared.get(key) {
             Some((value, cas)) => ((!value.is_empty()).then(|| value.clone()), Some(*cas)),
@@ -537,6 +654,7 @@ impl Host for TestRequest {
     }
 
     fn shared_set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), HostError> {
+        self.count("shared_set");
         let interference = {
             let mut state = self.envoy.state.borrow_mut();
             match state.interference.take() {
@@ -565,6 +683,7 @@ impl Host for TestRequest {
     }
 
     fn register_queue(&mut self, name: &str) -> Result<u32, HostError> {
+        self.count("register_queue");
         let mut state = self.envoy.state.borrow_mut();
         if let Some(i) = state.queues.iter().position(|q| q.name == name) {
             state.queues[i].owner = self.worker;
@@ -579,6 +698,7 @@ impl Host for TestRequest {
     }
 
     fn enqueue(&self, queue_id: u32, data: &[u8]) -> Result<(), HostError> {
+        self.count("enqueue");
         let mut state = self.envoy.state.borrow_mut();
         let index = (queue_id as usize)
             .checked_sub(1)
@@ -591,6 +711,7 @@ impl Host for TestRequest {
     }
 
     fn dequeue(&self, queue_id: u32) -> Result<Option<Vec<u8>>, HostError> {
+        self.count("dequeue");
         let mut state = self.envoy.state.borrow_mut();
         let index = (queue_id as usize)
             .checked_sub(1)
@@ -600,6 +721,7 @@ impl Host for TestRequest {
     }
 
     fn set_tick_period_ms(&mut self, period_ms: u32) -> Result<(), HostError> {
+        self.count("set_tick_period_ms");
         let mut state = self.envoy.state.borrow_mut();
         state.tick_period_ms[self.worker] = period_ms;
         state.next_tick_ms[self.worker] = state.now_ms + u64::from(period_ms);
@@ -607,10 +729,12 @@ impl Host for TestRequest {
     }
 
     fn now_ms(&self) -> u64 {
+        self.count("now_ms");
         self.envoy.now_ms()
     }
 
     fn random_bytes(&self, buf: &mut [u8]) -> Result<(), HostError> {
+        self.count("random_bytes");
         let mut state = self.envoy.state.borrow_mut();
         // 52: WASI's ENOSYS, what a host without `random_get` answers.
         let seed = state.random.as_mut().ok_or(HostError::Other(52))?;
@@ -632,6 +756,7 @@ impl Host for TestRequest {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(), HostError> {
+        self.count("send_response");
         let exchange = self.current();
         let mut exchange = exchange.borrow_mut();
         if exchange.response.is_some() || exchange.gone {
@@ -649,6 +774,7 @@ impl Host for TestRequest {
     }
 
     fn resume(&mut self, direction: Direction) -> Result<(), HostError> {
+        self.count("resume");
         let exchange = self.current();
         let mut exchange = exchange.borrow_mut();
         if exchange.gone {
@@ -663,6 +789,7 @@ impl Host for TestRequest {
     }
 
     fn set_effective_context(&mut self, context_id: u32) -> Result<(), HostError> {
+        self.count("set_effective_context");
         let live = self
             .envoy
             .state
@@ -684,6 +811,7 @@ impl Host for TestRequest {
         body: Option<&[u8]>,
         timeout_ms: u32,
     ) -> Result<u32, HostError> {
+        self.count("dispatch_http_call");
         let has = |name: &str| headers.iter().any(|(n, _)| *n == name);
         if !has(":method") || !has(":path") || !has(":authority") {
             return Err(HostError::BadArgument);
@@ -701,6 +829,7 @@ impl Host for TestRequest {
     }
 
     fn dispatch_grpc_call(&mut self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+        self.count("dispatch_grpc_call");
         self.record_call(
             call.cluster,
             call.metadata
@@ -714,6 +843,7 @@ impl Host for TestRequest {
     }
 
     fn define_counter(&mut self, name: &str) -> Result<u32, HostError> {
+        self.count("define_counter");
         let mut state = self.envoy.state.borrow_mut();
         if let Some(i) = state.metrics.iter().position(|(n, _)| n == name) {
             return Ok(i as u32);
@@ -723,12 +853,14 @@ impl Host for TestRequest {
     }
 
     fn increment_counter(&self, id: u32, delta: i64) {
+        self.count("increment_counter");
         if let Some(m) = self.envoy.state.borrow_mut().metrics.get_mut(id as usize) {
             m.1 += delta;
         }
     }
 
     fn log(&self, level: LogLevel, message: &str) {
+        self.count("log");
         self.envoy
             .state
             .borrow_mut()
@@ -763,6 +895,16 @@ impl TestRequest {
             grpc,
         });
         Ok(token)
+    }
+}
+
+/// Undeploying hands Envoy the counts each VM kept, as Envoy's shutdown of a VM does (the
+/// root context's `on_done`).
+impl<P: Policy> Drop for TestPolicy<P> {
+    fn drop(&mut self) {
+        for (vm, root) in &self.vms {
+            vm.flush(root);
+        }
     }
 }
 

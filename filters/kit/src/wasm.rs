@@ -448,6 +448,12 @@ struct Root<P: Policy> {
 }
 
 impl<P: Policy> Context for Root<P> {
+    /// The VM is shutting down: hand Envoy the counts kept since the last tick.
+    fn on_done(&mut self) -> bool {
+        self.vm.flush(&WasmHost);
+        true
+    }
+
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
         let response = http_call_response(token, body_size);
         self.vm.on_background_response(&mut WasmHost, &response);

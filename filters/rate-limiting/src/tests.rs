@@ -412,3 +412,31 @@ fn a_refused_configuration_names_the_field() {
         "{err}"
     );
 }
+
+/// Host calls per request (both phases), pinned so a regression shows; prints the rows of
+/// `BENCHMARKS.md` ("Host calls per request") with `-- --nocapture`.
+#[test]
+fn host_calls_per_request() {
+    let envoy = TestEnvoy::new(1);
+    let rl = limiter(&envoy, PER_IP_3);
+    let through = |expected: Verdict| {
+        let mut req = from(&envoy, 0, "10.0.0.1");
+        assert_eq!(rl.send(&mut req), expected);
+        assert_eq!(rl.response_headers(&mut req, true), Verdict::Continue);
+        req.host_calls()
+    };
+    let first = through(Verdict::Continue);
+    let allowed = through(Verdict::Continue);
+    through(Verdict::Continue);
+    let denied = through(Verdict::Respond);
+    println!(
+        "{}",
+        first.markdown_row("rate-limiting", "allowed (new key)")
+    );
+    println!("{}", allowed.markdown_row("rate-limiting", "allowed"));
+    println!(
+        "{}",
+        denied.markdown_row("rate-limiting", "denied (over the limit)")
+    );
+    assert!(allowed.total() <= 7, "{allowed:?}");
+}

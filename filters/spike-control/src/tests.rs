@@ -433,3 +433,30 @@ fn a_refused_configuration_names_the_field() {
         "{err}"
     );
 }
+
+/// Host calls per request (both phases), pinned so a regression shows; prints the rows of
+/// `BENCHMARKS.md` ("Host calls per request") with `-- --nocapture`.
+#[test]
+fn host_calls_per_request() {
+    let envoy = TestEnvoy::new(1);
+    let sc = spike(
+        &envoy,
+        r#"{"maximumRequests": 2, "timePeriodInMilliseconds": 1000, "exposeHeaders": true}"#,
+    );
+    let through = |expected: Fate| {
+        let (mut req, fate) = send(&sc, 0);
+        assert_eq!(fate, expected);
+        sc.response_headers(&mut req, true);
+        req.host_calls()
+    };
+    let first = through(Fate::Passed);
+    let allowed = through(Fate::Passed);
+    let denied = through(Fate::Status(429));
+    println!("{}", first.markdown_row("spike-control", "allowed (first)"));
+    println!("{}", allowed.markdown_row("spike-control", "allowed"));
+    println!(
+        "{}",
+        denied.markdown_row("spike-control", "denied (no delay)")
+    );
+    assert!(allowed.total() <= 6, "{allowed:?}");
+}

@@ -9,10 +9,12 @@ pub mod config;
 
 use config::{Config, Criteria};
 use palisade_kit::cache::TtlCache;
-use palisade_kit::credentials::{bearer, Credential};
+use palisade_kit::credentials::{bearer, Credential, CredentialReader};
 use palisade_kit::identity::{Identity, PROPERTY_PATH};
 use palisade_kit::shared::{HashKey, SlotCache};
-use palisade_kit::{CallResponse, ConfigError, Host, LogLevel, Policy, Request, Verdict};
+use palisade_kit::{
+    CallResponse, ConfigError, HeaderMap, Host, LogLevel, Policy, Request, Verdict,
+};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -230,15 +232,30 @@ impl TokenIntrospection {
     /// Decides from the cache, or says to ask the server. `end_of_stream` is the
     /// request-headers flag (no body follows: the request may be a CORS preflight).
     pub fn start(&self, host: &mut impl Host, end_of_stream: bool) -> Start {
-        if self.config.allow_preflight && palisade_kit::cors::is_preflight(host, end_of_stream) {
+        let headers = host.headers(HeaderMap::Request);
+        self.start_with(host, end_of_stream, headers)
+    }
+
+    /// [`Self::start`] over the request header map already read (`headers`), so the request
+    /// costs one read of it.
+    pub fn start_with(
+        &self,
+        host: &mut impl Host,
+        end_of_stream: bool,
+        headers: Vec<(String, String)>,
+    ) -> Start {
+        let source = &self.config.source;
+        let credential = {
+            let reader = CredentialReader::with_headers(&*host, headers);
+            let preflight = self.config.allow_preflight
+                && palisade_kit::cors::is_preflight_in(reader.headers(), end_of_stream);
+            (!preflight).then(|| reader.read(source))
+        };
+        let Some(credential) = credential else {
             self.metrics.preflight.inc(host);
             return Start::Done(Verdict::Continue);
-        }
-        let source = &self.config.source;
-        let token = match source
-            .read_credential(host)
-            .and_then(|raw| bearer(source, &raw))
-        {
+        };
+        let token = match credential.and_then(|raw| bearer(source, &raw)) {
             Credential::One(token) => token,
             Credential::Missing => {
                 self.metrics.missing_token.inc(host);
@@ -292,13 +309,25 @@ impl TokenIntrospection {
         status: Option<u16>,
         body: &[u8],
     ) -> Verdict {
-        let answer = self.answer(host, key, status, body);
-        self.apply_answer(host, &answer)
+        let (_, prepared) = self.answer_prepared(host, key, status, body);
+        self.apply_prepared(host, &prepared)
     }
 
     /// Reads the server's answer for the token cached under `key` and caches it (failures are
     /// not cached).
     pub fn answer(&self, host: &impl Host, key: &str, status: Option<u16>, body: &[u8]) -> Answer {
+        self.answer_prepared(host, key, status, body).0
+    }
+
+    /// [`Self::answer`], with what to do with the requests carrying the token (prepared once,
+    /// for the leading request and the cache).
+    fn answer_prepared(
+        &self,
+        host: &impl Host,
+        key: &str,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> (Answer, Rc<Prepared>) {
         self.metrics.introspected.inc(host);
         let parsed = (status == Some(200) && body.len() <= MAX_RESPONSE_BYTES)
             .then(|| serde_json::from_slice::<Map<String, Value>>(body).ok())
@@ -313,7 +342,7 @@ impl TokenIntrospection {
                     status.map_or("none".into(), |s| s.to_string())
                 ),
             );
-            return Answer::Unavailable;
+            return (Answer::Unavailable, Rc::new(Prepared::Unavailable));
         };
         let now = host.now_ms();
         let active = fields.get("active") == Some(&Value::Bool(true));
@@ -342,8 +371,8 @@ impl TokenIntrospection {
             Answer::Inactive
         };
         let prepared = Rc::new(self.prepare(&answer, now));
-        self.remember(key, expires, prepared, now);
-        answer
+        self.remember(key, expires, prepared.clone(), now);
+        (answer, prepared)
     }
 
     /// Decides on the current request from an answer.
@@ -472,20 +501,26 @@ impl TokenIntrospection {
 impl TokenIntrospection {
     /// Removes every client-sent header in the gateway's `x-agw-*` namespace, on every path,
     /// so only the authorization server's answer can set them.
-    fn strip_gateway_headers(&self, host: &mut impl Host) {
-        let forged: Vec<String> = host
-            .headers(palisade_kit::HeaderMap::Request)
-            .into_iter()
-            .map(|(name, _)| name)
-            .filter(|name| {
-                name.as_bytes()
-                    .get(..6)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(b"x-agw-"))
-            })
-            .collect();
-        for name in forged {
-            host.remove_request_header(&name);
+    /// Returns the request header map as it is then (read once: [`Self::start_with`] reads
+    /// the credential from it).
+    fn strip_gateway_headers(&self, host: &mut impl Host) -> Vec<(String, String)> {
+        let is_forged = |name: &str| {
+            name.as_bytes()
+                .get(..6)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"x-agw-"))
+        };
+        let mut headers = host.headers(HeaderMap::Request);
+        if headers.iter().any(|(name, _)| is_forged(name)) {
+            let mut removed: Vec<&str> = Vec::new();
+            for (name, _) in headers.iter().filter(|(name, _)| is_forged(name)) {
+                if !removed.contains(&name.as_str()) {
+                    host.remove_request_header(name);
+                    removed.push(name);
+                }
+            }
+            headers.retain(|(name, _)| !is_forged(name));
         }
+        headers
     }
 
     /// The call for `key` ended with `answer`: wakes the requests that waited for it.
@@ -509,8 +544,8 @@ impl Policy for TokenIntrospection {
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> Verdict {
-        self.strip_gateway_headers(host);
-        let (key, body) = match self.start(host, end_of_stream) {
+        let headers = self.strip_gateway_headers(host);
+        let (key, body) = match self.start_with(host, end_of_stream, headers) {
             Start::Done(verdict) => return verdict,
             Start::Introspect { key, body } => (key, body),
         };
@@ -542,9 +577,10 @@ impl Policy for TokenIntrospection {
         };
         let body = response.body(host, MAX_RESPONSE_BYTES);
         let status = body.as_ref().and(response.status);
-        let answer = self.answer(host, &key, status, body.as_deref().unwrap_or_default());
+        let (answer, prepared) =
+            self.answer_prepared(host, &key, status, body.as_deref().unwrap_or_default());
         self.release(&key, &answer, request.wakes);
-        self.apply_answer(host, &answer)
+        self.apply_prepared(host, &prepared)
     }
 
     fn on_wake(&self, request: &mut Request<'_, Flow>, host: &mut impl Host) -> Verdict {
@@ -565,7 +601,8 @@ impl Policy for TokenIntrospection {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// Left out when linked into the bundle (`dist/palisade.wasm`), which has its own entry point.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{ palisade_kit::wasm::start::<TokenIntrospection>(); }}
 
 #[cfg(test)]

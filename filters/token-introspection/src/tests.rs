@@ -28,8 +28,8 @@ fn run(
     req: &mut TestRequest,
     answer: Option<(u16, Value)>,
 ) -> (Verdict, bool) {
-    p.strip_gateway_headers(req);
-    match p.start(req, true) {
+    let headers = p.strip_gateway_headers(req);
+    match p.start_with(req, true, headers) {
         Start::Done(v) => (v, false),
         Start::Introspect { key, body } => {
             let text = String::from_utf8(body).unwrap();
@@ -410,4 +410,53 @@ fn an_options_request_with_a_body_needs_a_token() {
     assert_eq!(p.start(&mut req, false), Start::Done(Verdict::Respond));
     assert_eq!(status(&req), (401, "missing_token".into()));
     assert_eq!(envoy.counter("palisade.token_introspection.preflight"), 0);
+}
+
+/// Host calls per request, pinned so a regression shows; prints the rows of `BENCHMARKS.md`
+/// ("Host calls per request") with `-- --nocapture`.
+#[test]
+fn host_calls_per_request() {
+    use palisade_kit::testing::TestPolicy;
+    let envoy = TestEnvoy::new(1);
+    envoy.add_cluster("idp");
+    let config = json!({"introspectionUrl": "http://127.0.0.1:4000/introspect",
+        "cluster": "idp", "authorizationValue": "Basic aW50cm86c2VjcmV0"});
+    let p: TestPolicy<TokenIntrospection> = envoy.deploy(&config.to_string()).unwrap();
+    let ask = |token: &str| {
+        let mut req = request(&envoy, 0, Some(token));
+        let verdict = p.send(&mut req);
+        (verdict, req)
+    };
+    let (verdict, first) = ask("good");
+    assert_eq!(verdict, Verdict::Pause);
+    let calls = envoy.http_calls();
+    p.respond(
+        calls[0].token,
+        200,
+        &[],
+        br#"{"active": true, "sub": "alice"}"#,
+    );
+    assert!(first.response().is_none());
+    let (verdict, cached) = ask("good");
+    assert_eq!(verdict, Verdict::Continue);
+    let (_, inactive) = ask("bad");
+    let calls = envoy.http_calls();
+    p.respond(calls[1].token, 200, &[], br#"{"active": false}"#);
+    assert_eq!(status(&inactive).0, 401);
+    let (verdict, denied) = ask("bad");
+    assert_eq!(verdict, Verdict::Respond);
+    let (first, cached, denied) = (first.host_calls(), cached.host_calls(), denied.host_calls());
+    println!(
+        "{}",
+        first.markdown_row("token-introspection", "allowed (first: introspected)")
+    );
+    println!(
+        "{}",
+        cached.markdown_row("token-introspection", "allowed (cached)")
+    );
+    println!(
+        "{}",
+        denied.markdown_row("token-introspection", "denied (cached inactive)")
+    );
+    assert!(cached.total() <= 3, "{cached:?}");
 }

@@ -55,7 +55,8 @@ impl BodyPolicy for XmlThreatProtection {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+// Left out when linked into the bundle (`dist/palisade.wasm`), which has its own entry point.
+#[cfg(all(target_arch = "wasm32", not(feature = "bundled")))]
 proxy_wasm::main! {{
     palisade_kit::wasm::start::<XmlThreatProtection>();
 }}
@@ -189,5 +190,34 @@ mod tests {
         let logged = refused.err().unwrap();
         assert!(logged.starts_with("xml-threat-protection: "), "{logged}");
         assert!(logged.contains("maxNodeDepth"), "{logged}");
+    }
+
+    /// Host calls per request (headers, then the body in two chunks), pinned so a regression
+    /// shows; prints the rows of `BENCHMARKS.md` ("Host calls per request") with
+    /// `-- --nocapture`.
+    #[test]
+    fn host_calls_per_request() {
+        let envoy = TestEnvoy::new(1);
+        let p = policy(&envoy, r#"{"maxChildCount": 1}"#);
+        let through = |body: &str, expected: Verdict| {
+            let mut req = p.request(0);
+            req.add_header("content-type", "application/xml");
+            assert_eq!(p.request_headers(&mut req, false), Verdict::Continue);
+            let (head, tail) = body.as_bytes().split_at(body.len() / 2);
+            assert_eq!(p.request_body(&mut req, head, false), Verdict::Pause);
+            assert_eq!(p.request_body(&mut req, tail, true), expected);
+            req.host_calls()
+        };
+        let allowed = through(r#"<a><b/></a>"#, Verdict::Continue);
+        let denied = through(r#"<a><b/><c/></a>"#, Verdict::Respond);
+        println!(
+            "{}",
+            allowed.markdown_row("xml-threat-protection", "allowed (2 body chunks)")
+        );
+        println!(
+            "{}",
+            denied.markdown_row("xml-threat-protection", "denied (limit)")
+        );
+        assert!(allowed.total() <= 4, "{allowed:?}");
     }
 }

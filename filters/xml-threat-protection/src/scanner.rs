@@ -26,10 +26,12 @@
 
 mod dtd;
 mod prolog;
+mod runs;
 
 use dtd::{Dtd, DtdState};
 use palisade_kit::body::{BodyScanner, Latch, Violation};
 use prolog::{Decl, DeclState};
+use runs::run_until;
 use std::collections::{HashMap, HashSet};
 
 /// Sets of name hashes keep std's randomly keyed hasher: with a fixed one, crafted names could
@@ -865,7 +867,7 @@ impl XmlScanner {
         let len = |f: fn(u8) -> bool| run_len(rest, f);
         match self.state {
             State::Content => {
-                let n = len(|c| plain(c) && !matches!(c, b'<' | b'&' | b']' | b'>'));
+                let n = run_until::<runs::Text>(rest);
                 if n > 0 {
                     let before = self.text_len;
                     self.run_limit(before, n, self.limits.max_text, "maxTextLength", at)?;
@@ -878,7 +880,7 @@ impl XmlScanner {
                 Ok(n)
             }
             State::CData { brackets: 0 } => {
-                let n = len(|c| plain(c) && c != b']');
+                let n = run_until::<runs::CData>(rest);
                 if n > 0 {
                     let before = self.text_len;
                     self.run_limit(before, n, self.limits.max_text, "maxTextLength", at)?;
@@ -890,7 +892,7 @@ impl XmlScanner {
                 Ok(n)
             }
             State::Comment { dashes: 0, .. } => {
-                let n = len(|c| plain(c) && c != b'-');
+                let n = run_until::<runs::Comment>(rest);
                 let before = self.comment_len;
                 self.run_limit(before, n, self.limits.max_comment, "maxCommentLength", at)?;
                 self.comment_len += n as u64;

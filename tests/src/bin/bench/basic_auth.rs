@@ -35,6 +35,7 @@ pub fn group() -> Group {
         },
     });
     Group {
+        refused_body: None,
         name: "basic-auth",
         about: "valid Basic credentials, the same client repeating them",
         headers: vec![("authorization", CREDENTIALS.to_owned())],

@@ -1,12 +1,16 @@
 //! What the body-inspection groups (json- and xml-threat-protection) share.
 //!
-//! Envoy has no JSON or XML validation filter. Every row ends with Envoy's native `buffer`
-//! filter, which reads the whole request body before the direct-response route answers (without
-//! it the route would answer at the headers and the body would never be processed): the bare
-//! row is that alone, the cost of receiving and holding the body. The native row adds a Lua
-//! filter that takes the whole body (`request_handle:body()`) and checks it is not empty: the
-//! cheapest native way for a script to look at a body, without validating it. The policy row
-//! validates every byte against all limits.
+//! Envoy has no JSON or XML validation filter. Every row routes to a loopback upstream that
+//! reads the whole request and answers `200 ok` (a real route: on a `direct_response` route
+//! Envoy answers at the request headers), and ends with Envoy's native `buffer` filter, placed
+//! after the policy: it holds the request until the whole body has passed the policy (before
+//! the policy, it would hand the headers on first and the policy would judge a body already
+//! on its way upstream). The bare row is `buffer` alone, the cost of receiving, holding and
+//! forwarding the body. The native row adds a Lua filter that takes the whole body
+//! (`request_handle:body()`) and checks it is not empty: the cheapest native way for a script
+//! to look at a body, without validating it. The policy row validates every byte against all
+//! limits; before measuring, the runner checks that it refuses a document over a limit (so it
+//! does see the body).
 
 use super::{row, Group, Kind};
 use palisade_tests::Filter;
@@ -41,6 +45,8 @@ pub struct BodyBench {
     pub content_type: &'static str,
     /// The policy configuration (all limits set).
     pub config: Value,
+    /// A document the configuration refuses (over the depth limit).
+    pub refused: String,
 }
 
 impl BodyBench {
@@ -64,18 +70,22 @@ impl BodyBench {
                     "bare Envoy + buffer (no validation)",
                     Kind::Bare,
                     vec![buffer()],
-                ),
+                )
+                .routed(),
                 row(
                     &format!("{} (wasm) + buffer", self.policy),
                     Kind::Palisade,
                     vec![Filter::wasm(self.policy, self.config.to_string()), buffer()],
-                ),
+                )
+                .routed(),
                 row(
                     "lua body() (native, no validation) + buffer",
                     Kind::Native,
                     vec![lua(), buffer()],
-                ),
+                )
+                .routed(),
             ],
+            refused_body: Some(self.refused.clone().into_bytes()),
         }
     }
 }

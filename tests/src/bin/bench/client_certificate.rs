@@ -15,19 +15,15 @@ use serde_json::json;
 const NAME: &str = "client-certificate";
 const ABOUT: &str = "mTLS listener, 100 allowed URI SANs, the client's certificate allowed";
 
-/// Whether the command line selects this group (building it generates a PKI).
-fn selected() -> bool {
-    let wanted: Vec<String> = std::env::args().skip(1).collect();
-    wanted.is_empty() || wanted.iter().any(|w| w == NAME)
-}
-
 fn san(i: usize) -> String {
     format!("spiffe://bench.example/ns/bench/sa/client-{i}")
 }
 
 pub fn group() -> Group {
-    if !selected() {
+    // Building the group generates a PKI: not for groups that will not run.
+    if !super::selected(NAME) {
         return Group {
+            refused_body: None,
             name: NAME,
             about: ABOUT,
             headers: vec![],
@@ -66,6 +62,7 @@ pub fn group() -> Group {
         }))
     };
     Group {
+        refused_body: None,
         name: NAME,
         about: ABOUT,
         headers: vec![],

@@ -45,6 +45,7 @@ pub fn group() -> Group {
     );
     id_only.gateway = id_only.gateway.cluster("registry", server.port());
     Group {
+        refused_body: None,
         name: "client-id-enforcement",
         about: "50,000-client registry, a known client id in a header",
         headers: vec![("client_id", ids[CLIENTS / 2].clone())],

@@ -78,6 +78,7 @@ fn native() -> Row {
 /// The actual-request group.
 pub fn group() -> Group {
     Group {
+        refused_body: None,
         name: "cors",
         about:
             "actual cross-origin GET proxied to an echo upstream, origin matched by a subdomain pattern after 20 exact origins",
@@ -89,6 +90,7 @@ pub fn group() -> Group {
 /// The preflight group.
 pub fn preflight_group() -> Group {
     Group {
+        refused_body: None,
         name: "cors",
         about: "preflight (OPTIONS, PUT with two request headers) answered by the filter (bare: Envoy direct response)",
         headers: vec![

@@ -27,6 +27,7 @@ pub fn group() -> Group {
         },
     });
     Group {
+        refused_body: None,
         name: "ip-filter",
         about: "allowlist of 1,001 CIDRs, client allowed",
         headers: vec![],

@@ -1,6 +1,6 @@
 //! json-threat-protection on 1 MB and 10 KB JSON bodies. Envoy has no JSON validation filter;
-//! the rows (buffer alone, the policy, a Lua filter reading the body) are described in
-//! [`super::body`].
+//! the rows (buffer alone, the policy, a Lua filter reading the body, all on a real route) are
+//! described in [`super::body`].
 
 use super::body::BodyBench;
 use super::Group;
@@ -30,6 +30,8 @@ fn body_group(label: &'static str, about: &'static str, size: usize) -> Group {
             "maxArrayElementCount": 100_000,
             "maxBodyBytes": 4 * 1024 * 1024,
         }),
+        // One level deeper than maxContainerDepth / maxNodeDepth.
+        refused: format!("{}1{}", "[".repeat(11), "]".repeat(11)),
     }
     .group(label, about, document(size))
 }

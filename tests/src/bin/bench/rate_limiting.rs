@@ -42,6 +42,7 @@ fn native(per_address: bool) -> Filter {
 
 pub fn group() -> Group {
     Group {
+        refused_body: None,
         name: "rate-limiting",
         about: "per-client-IP limit with headers, nothing rejected",
         headers: vec![],
@@ -71,6 +72,7 @@ fn two_workers(mut r: Row) -> Row {
 /// it, not parallel contention on two cores.
 pub fn contention_group() -> Group {
     Group {
+        refused_body: None,
         name: "rate-limiting",
         about: "2 workers, one key for the whole API",
         headers: vec![],

@@ -27,6 +27,7 @@ pub fn group() -> Group {
         },
     });
     Group {
+        refused_body: None,
         name: "spike-control",
         about: "10,000 per 100 ms sliding window for the whole API, nothing delayed",
         headers: vec![],

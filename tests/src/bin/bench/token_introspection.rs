@@ -11,10 +11,10 @@ use serde_json::json;
 pub fn group() -> Group {
     let name = "token-introspection";
     let about = "opaque token, warm shared cache";
-    let wanted: Vec<String> = std::env::args().skip(1).collect();
-    if !(wanted.is_empty() || wanted.iter().any(|w| w == name)) {
+    if !super::selected(name) {
         // Building the group starts the provider: not for groups that will not run.
         return Group {
+            refused_body: None,
             name,
             about,
             headers: vec![],
@@ -39,6 +39,7 @@ pub fn group() -> Group {
     );
     ours.gateway = ours.gateway.cluster("idp", port);
     Group {
+        refused_body: None,
         name,
         about,
         headers: vec![("authorization", format!("Bearer {token}"))],

@@ -1,6 +1,6 @@
 //! xml-threat-protection on 1 MB and 10 KB XML bodies. Envoy has no XML validation filter;
-//! the rows (buffer alone, the policy, a Lua filter reading the body) are described in
-//! [`super::body`].
+//! the rows (buffer alone, the policy, a Lua filter reading the body, all on a real route) are
+//! described in [`super::body`].
 
 use super::body::BodyBench;
 use super::Group;
@@ -33,6 +33,8 @@ fn body_group(label: &'static str, about: &'static str, size: usize) -> Group {
             "maxNameLength": 50,
             "maxBodyBytes": 4 * 1024 * 1024,
         }),
+        // One level deeper than maxContainerDepth / maxNodeDepth.
+        refused: format!("{}{}", "<a>".repeat(11), "</a>".repeat(11)),
     }
     .group(label, about, document(size))
 }
