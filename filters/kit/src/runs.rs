@@ -252,8 +252,68 @@ impl Block for Vector {
     }
 }
 
+/// Checks for a scanner's classes, used by its unit tests.
+#[cfg(not(target_arch = "wasm32"))]
+#[allow(clippy::panic)] // test helpers: a failed check is a panic
+pub mod testing {
+    use super::{run_until_with, stops_at, Block, Class, Portable};
+
+    /// Class `C` stops exactly at the bytes `definition` says, for all 256 byte values.
+    pub fn assert_class<C: Class>(definition: fn(u8) -> bool) {
+        for c in 0..=255u8 {
+            assert_eq!(stops_at::<C>(c), definition(c), "byte {c:#04x}");
+        }
+    }
+
+    /// Every run of `fill` of length 0 to 59 (across the scalar head, whole blocks and the
+    /// tail), ended by every byte value, with and without bytes after it, ends where the
+    /// byte-at-a-time definition says.
+    pub fn assert_runs<C: Class>(fill: u8) {
+        for len in 0..60 {
+            for end in 0..=255u8 {
+                let mut bytes = vec![fill; len];
+                bytes.push(end);
+                bytes.extend_from_slice(&[fill; 20]);
+                let expected = bytes
+                    .iter()
+                    .position(|&c| stops_at::<C>(c))
+                    .unwrap_or(bytes.len());
+                assert_eq!(
+                    run_until_with::<C, Portable>(&bytes),
+                    expected,
+                    "{len} {end:#04x}"
+                );
+                assert_eq!(
+                    run_until_with::<C, Portable>(&bytes[..len]),
+                    len.min(expected)
+                );
+            }
+        }
+    }
+
+    /// A block's mask has bit `j` set exactly when byte `j` is of class `C`, for every byte
+    /// value in every lane (what the wasm vector does with one instruction per operation).
+    pub fn assert_block_lanes<C: Class>() {
+        let mut bytes = [0u8; 16];
+        for first in (0..=255u8).step_by(16) {
+            for (j, b) in bytes.iter_mut().enumerate() {
+                *b = first.wrapping_add(j as u8);
+            }
+            let mask = C::stops(Portable::load(&bytes)).bitmask();
+            for (j, &b) in bytes.iter().enumerate() {
+                assert_eq!(
+                    mask >> j & 1 == 1,
+                    stops_at::<C>(b),
+                    "lane {j} byte {b:#04x}"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{assert_block_lanes, assert_class, assert_runs};
     use super::*;
 
     /// A class using every lane operation: ASCII letters except `x`.
@@ -268,42 +328,15 @@ mod tests {
 
     #[test]
     fn lane_operations_match_their_definitions() {
+        assert_class::<NotLetter>(|c| !(c.is_ascii_alphabetic() && c != b'x'));
         for c in 0..=255u8 {
-            let letter = c.is_ascii_alphabetic() && c != b'x';
-            assert_eq!(stops_at::<NotLetter>(c), !letter, "{c:#04x}");
             assert_eq!(c.lt(0x20) != 0, c < 0x20);
         }
     }
 
     #[test]
     fn runs_end_at_the_first_stop_across_head_blocks_and_tail() {
-        for len in 0..60 {
-            for end in 0..=255u8 {
-                let mut bytes = vec![b'k'; len];
-                bytes.push(end);
-                bytes.extend_from_slice(&[b'q'; 20]);
-                let expected = bytes
-                    .iter()
-                    .position(|&c| stops_at::<NotLetter>(c))
-                    .unwrap_or(bytes.len());
-                assert_eq!(run_until_with::<NotLetter, Portable>(&bytes), expected);
-                assert_eq!(
-                    run_until_with::<NotLetter, Portable>(&bytes[..len]),
-                    len.min(expected)
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn block_bitmask_has_one_bit_per_lane() {
-        let mut bytes = [b'a'; 16];
-        for j in 0..16 {
-            bytes[j] = b'!';
-            let mask = NotLetter::stops(Portable::load(&bytes)).bitmask();
-            assert_eq!(mask.trailing_zeros() as usize, j);
-            bytes[j] = b'a';
-        }
-        assert_eq!(NotLetter::stops(Portable::load(&bytes)).bitmask(), 0);
+        assert_runs::<NotLetter>(b'k');
+        assert_block_lanes::<NotLetter>();
     }
 }

@@ -53,68 +53,23 @@ impl Class for Comment {
 mod tests {
     use super::super::plain;
     use super::*;
-    use palisade_kit::runs::{run_until_with, stops_at, Block, Portable};
-
-    fn check<C: Class>(definition: fn(u8) -> bool) {
-        for c in 0..=255u8 {
-            assert_eq!(stops_at::<C>(c), definition(c), "byte {c:#04x}");
-        }
-    }
+    use palisade_kit::runs::testing::{assert_block_lanes, assert_class, assert_runs};
 
     #[test]
     fn classes_match_their_definitions() {
-        check::<Text>(|c| !plain(c) || matches!(c, b'<' | b'&' | b']' | b'>'));
-        check::<CData>(|c| !plain(c) || c == b']');
-        check::<Comment>(|c| !plain(c) || c == b'-');
-    }
-
-    /// Every run length across the scalar head, whole blocks and the tail, ended by every
-    /// byte value, against the byte-at-a-time definition.
-    fn check_runs<C: Class>(fill: u8) {
-        for len in 0..60 {
-            for end in 0..=255u8 {
-                let mut bytes = vec![fill; len];
-                bytes.push(end);
-                bytes.extend_from_slice(&[fill; 20]);
-                let expected = bytes
-                    .iter()
-                    .position(|&c| stops_at::<C>(c))
-                    .unwrap_or(bytes.len());
-                assert_eq!(
-                    run_until_with::<C, Portable>(&bytes),
-                    expected,
-                    "{len} {end:#04x}"
-                );
-                assert_eq!(
-                    run_until_with::<C, Portable>(&bytes[..len]),
-                    len.min(expected)
-                );
-            }
-        }
+        assert_class::<Text>(|c| !plain(c) || matches!(c, b'<' | b'&' | b']' | b'>'));
+        assert_class::<CData>(|c| !plain(c) || c == b']');
+        assert_class::<Comment>(|c| !plain(c) || c == b'-');
     }
 
     #[test]
     fn runs_end_at_the_first_byte_of_their_class() {
-        check_runs::<Text>(b'a');
-        check_runs::<Text>(b'\n');
-        check_runs::<CData>(b'<');
-        check_runs::<Comment>(b'>');
-    }
-
-    /// The block's lanes are the scalar operations, lane by lane (what `Vector` does with
-    /// one instruction each).
-    #[test]
-    fn block_lanes_match_scalar_lanes() {
-        let mut bytes = [0u8; 16];
-        for first in (0..=255u8).step_by(16) {
-            for (j, b) in bytes.iter_mut().enumerate() {
-                *b = first.wrapping_add(j as u8);
-            }
-            let block = Portable::load(&bytes);
-            let mask = Text::stops(block).bitmask();
-            for (j, &b) in bytes.iter().enumerate() {
-                assert_eq!(mask >> j & 1 == 1, stops_at::<Text>(b));
-            }
-        }
+        assert_runs::<Text>(b'a');
+        assert_runs::<Text>(b'\n');
+        assert_runs::<CData>(b'<');
+        assert_runs::<Comment>(b'>');
+        assert_block_lanes::<Text>();
+        assert_block_lanes::<CData>();
+        assert_block_lanes::<Comment>();
     }
 }
