@@ -5,7 +5,7 @@
 //!
 //! Natively: `cargo bench -p json-threat-protection`. In V8, which is what Envoy runs: build it
 //! for wasm (`cargo build --release --target wasm32-wasip1 -p json-threat-protection --benches`)
-//! and run `node benches/wasi.mjs target/wasm32-wasip1/release/deps/scanner-*.wasm`.
+//! and run, from the repository root, `node --no-liftoff scripts/wasi-bench.mjs target/wasm32-wasip1/release/deps/scanner-*.wasm`.
 //! The timing loop is here rather than the kit's `body::testing::mb_per_s` because that module
 //! is native-only and this benchmark also runs in wasm.
 

@@ -1,5 +1,5 @@
 // Runs a wasm32-wasip1 benchmark binary in Node's V8 (the engine Envoy embeds):
-// node benches/wasi.mjs <binary.wasm> [--wall]
+// node --no-liftoff scripts/wasi-bench.mjs <binary.wasm> [--wall]   (used by the body scanners' benches)
 // On a shared machine wall time depends on who else runs, so by default the binary's
 // monotonic clock reads this process's CPU time instead (`--wall`: real time).
 import { readFile } from "node:fs/promises";
