@@ -1,7 +1,10 @@
 //! `client-id-enforcement` in a real Envoy (2 workers): every outcome, header/query/Basic
 //! modes, the identity hand-off, and a remote registry that changes, fails and returns garbage.
 
-use palisade_tests::{Gateway, GatewayBuilder, MockServer, Request, Response, Upstream};
+use palisade_tests::{
+    assert_denied, assert_refused_on_both_protocols, Gateway, GatewayBuilder, MockServer, Request,
+    Upstream,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -47,15 +50,6 @@ fn creds(id: &str, secret: &str) -> Request {
     Request::get("/orders/1")
         .header("client_id", id)
         .header("client_secret", secret)
-}
-
-fn assert_denied(resp: &Response, status: u16, code: &str) {
-    assert_eq!(resp.status, status, "{}", resp.text());
-    assert_eq!(resp.json()["error"], code);
-    assert!(
-        resp.header("x-upstream").is_none(),
-        "a denied request reached the upstream"
-    );
 }
 
 #[test]
@@ -409,21 +403,6 @@ fn a_registry_of_50000_clients_loads_and_serves() {
         1,
         "fetched once for the whole Envoy"
     );
-}
-
-/// Sends `req` over HTTP/1.1 and HTTP/2 and checks both are refused with `status`/`code`
-/// before reaching the upstream.
-fn assert_refused_on_both_protocols(
-    gw: &Gateway,
-    upstream: &Upstream,
-    req: &Request,
-    status: u16,
-    code: &str,
-) {
-    let hits = upstream.hits();
-    assert_denied(&gw.send(req), status, code);
-    assert_denied(&gw.send_h2(req), status, code);
-    assert_eq!(upstream.hits(), hits, "{req:?} reached the upstream");
 }
 
 #[test]

@@ -10,7 +10,10 @@
 mod oidc;
 
 use oidc::{now, Provider, TestKeys};
-use palisade_tests::{Gateway, GatewayBuilder, Request, Response, Upstream};
+use palisade_tests::{
+    assert_denied, assert_refused_on_both_protocols, Gateway, GatewayBuilder, Request, Response,
+    Upstream,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -36,15 +39,6 @@ fn wait_for_keys(gw: &Gateway, req: &Request) -> Response {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn assert_denied(resp: &Response, status: u16, code: &str) {
-    assert_eq!(resp.status, status, "{}", resp.text());
-    assert_eq!(resp.json()["error"], code, "{}", resp.text());
-    assert!(
-        resp.header("x-upstream").is_none(),
-        "a denied request reached the upstream"
-    );
 }
 
 fn assert_invalid(resp: &Response, what: &str) {
@@ -423,21 +417,6 @@ fn one_fetch_per_period_per_envoy_stale_keys_while_down_then_503() {
     // The provider is back: keys again.
     keys.set_down(false);
     assert_eq!(wait_for_keys(&gw, &bearer(&token)).status, 200);
-}
-
-/// Sends `req` over HTTP/1.1 and HTTP/2 and checks both are refused with `status`/`code`
-/// before reaching the upstream.
-fn assert_refused_on_both_protocols(
-    gw: &Gateway,
-    upstream: &Upstream,
-    req: &Request,
-    status: u16,
-    code: &str,
-) {
-    let hits = upstream.hits();
-    assert_denied(&gw.send(req), status, code);
-    assert_denied(&gw.send_h2(req), status, code);
-    assert_eq!(upstream.hits(), hits, "{req:?} reached the upstream");
 }
 
 #[test]

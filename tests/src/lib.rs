@@ -92,3 +92,29 @@ pub fn scratch_dir(label: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
+
+/// A response is the kit's denial with `status` and error `code`, and came from the gateway
+/// (the echo upstream marks its answers with `x-upstream`).
+pub fn assert_denied(resp: &Response, status: u16, code: &str) {
+    assert_eq!(resp.status, status, "{}", resp.text());
+    assert_eq!(resp.json()["error"], code, "{}", resp.text());
+    assert!(
+        resp.header("x-upstream").is_none(),
+        "a denied request reached the upstream"
+    );
+}
+
+/// Sends `req` over HTTP/1.1 and HTTP/2 and checks both are refused with `status`/`code`
+/// before reaching the upstream.
+pub fn assert_refused_on_both_protocols(
+    gw: &Gateway,
+    upstream: &Upstream,
+    req: &Request,
+    status: u16,
+    code: &str,
+) {
+    let hits = upstream.hits();
+    assert_denied(&gw.send(req), status, code);
+    assert_denied(&gw.send_h2(req), status, code);
+    assert_eq!(upstream.hits(), hits, "{req:?} reached the upstream");
+}
