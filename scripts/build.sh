@@ -31,11 +31,17 @@ mkdir -p "$ROOT/dist"
 # runs it); artifacts without SIMD code are unaffected.
 features=(--enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int
           --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd)
+# Envoy's V8 compiles every function with TurboFan when a filter loads (proxy-wasm-cpp-host turns
+# Liftoff off); TurboFan's working memory grows with a function's size and, once freed, stays in
+# Envoy's heap. By default wasm-opt inlines every single-caller function whatever its size,
+# building 17-160 KB functions that cost 7-34 MiB of Envoy RSS per module; inlining only small
+# ones keeps the artifacts within 1 % of their size (BENCHMARKS.md, "Memory").
+inlining=(--one-caller-inline-max-function-size=100)
 for name in "${names[@]}"; do
   built="${CARGO_TARGET_DIR:-$ROOT/target}/$WASM_TARGET/release/${name//-/_}.wasm"
   out="$ROOT/dist/$name.wasm"
   if command -v wasm-opt >/dev/null 2>&1; then
-    wasm-opt -Oz "${features[@]}" "$built" -o "$out.tmp"
+    wasm-opt -Oz "${inlining[@]}" "${features[@]}" "$built" -o "$out.tmp"
   else
     cp "$built" "$out.tmp"
   fi

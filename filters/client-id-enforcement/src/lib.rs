@@ -49,6 +49,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Whether a newer registry could decide otherwise (a client added, re-enabled, given a
+    /// contract or a new secret).
+    pub fn depends_on_registry(self) -> bool {
+        matches!(
+            self,
+            Reason::UnknownClient
+                | Reason::InvalidSecret
+                | Reason::DisabledClient
+                | Reason::NoContract
+                | Reason::RegistryUnavailable
+        )
+    }
+
     /// The metric outcome name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -330,8 +343,19 @@ impl Policy for ClientIdEnforcement {
         host: &mut impl Host,
         end_of_stream: bool,
     ) -> Verdict {
-        let registry = self.remote.as_ref().and_then(|r| r.current(host));
-        let outcome = self.decide(host, end_of_stream, registry.as_ref().map(|(r, _)| &**r));
+        let Some(remote) = &self.remote else {
+            let outcome = self.decide(host, end_of_stream, None);
+            return self.apply(host, outcome);
+        };
+        // This worker's copy as of its last tick (no host call); a denial that a registry
+        // published since then could change is decided again on the newer one.
+        let registry = remote.recent(host);
+        let mut outcome = self.decide(host, end_of_stream, registry.as_ref().map(|(r, _)| &**r));
+        if matches!(&outcome, Outcome::Denied(reason) if reason.depends_on_registry()) {
+            if let Some((newer, _)) = remote.newer(host) {
+                outcome = self.decide(host, end_of_stream, Some(&newer));
+            }
+        }
         self.apply(host, outcome)
     }
 }

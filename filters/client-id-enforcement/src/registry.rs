@@ -99,19 +99,30 @@ impl Registry {
         Ok(Registry { clients })
     }
 
-    /// Parses a registry document: `{"clients": [...]}` or a bare `[...]`.
+    /// Parses a registry document: `{"clients": [...]}` or a bare `[...]`. The shape is told by
+    /// the first byte rather than by an untagged enum, which would first copy the whole
+    /// document (50,000 clients: several MB, once per worker per version) into serde's
+    /// buffered form and then deserialize it again.
     pub fn parse_document(bytes: &[u8]) -> Result<Registry, String> {
         #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Document {
-            Wrapped { clients: Vec<RawClient> },
-            Bare(Vec<RawClient>),
+        struct Wrapped {
+            clients: Vec<RawClient>,
         }
-        let doc: Document = serde_json::from_slice(bytes)
-            .map_err(|e| format!("not a client registry document: {e}"))?;
-        let raw = match doc {
-            Document::Wrapped { clients } | Document::Bare(clients) => clients,
-        };
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        let raw = if first == Some(&b'[') {
+            serde_json::from_slice::<Vec<RawClient>>(bytes)
+        } else {
+            serde_json::from_slice::<Wrapped>(bytes).map(|w| w.clients)
+        }
+        // Where and what kind, never serde's text: it can quote a value of the document.
+        .map_err(|e| {
+            format!(
+                "not a client registry document ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })?;
         Registry::from_raw(raw, "clients").map_err(|(path, msg)| format!("{path}: {msg}"))
     }
 
@@ -160,6 +171,9 @@ mod tests {
             br#"{"clients": [{"clientId": "a", "secretSha256": "c2VjcmV0"}]}"#,
             br#"[{"clientId": "a"}, {"clientId": "a"}]"#,
             br#"[{"clientId": "a", "secret": "x"}]"#,
+            br#"[{"clientId": "a", "enabled": "c2VjcmV0"}]"#,
+            br#"{"clients": [{"clientId": "a", "name": ["c2VjcmV0"]}]}"#,
+            br#"[[{"clientId": "a"}]]"#,
         ] {
             let err = Registry::parse_document(bad).unwrap_err();
             assert!(!err.contains("c2VjcmV0"), "{err}");

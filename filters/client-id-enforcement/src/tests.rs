@@ -449,6 +449,44 @@ mod remote {
         p.tick(1_250);
         assert_eq!(envoy.http_calls().len(), 3);
     }
+
+    #[test]
+    fn requests_use_the_worker_copy_and_a_denial_rechecks_a_newer_registry() {
+        let envoy = TestEnvoy::new(2);
+        let p = deploy(&envoy);
+        p.tick(250);
+        let calls = envoy.http_calls();
+        let v1 = r#"[{"clientId": "app-1", "contracts": {"orders": "gold"}}]"#;
+        p.respond(calls[0].token, 200, &[], v1.as_bytes());
+        for worker in 0..2 {
+            assert!(ask(&p, worker, "app-1").response().is_none());
+        }
+        // With a copy in hand, an allowed request reads nothing from shared data.
+        let allowed = ask(&p, 1, "app-1");
+        assert!(allowed.response().is_none());
+        assert_eq!(
+            allowed.host_calls().0.get("shared_get"),
+            None,
+            "{:?}",
+            allowed.host_calls()
+        );
+        // A new registry is published by whichever worker fetches it; before any other tick,
+        // a client it adds is admitted on every worker (the denial re-checks), and a client it
+        // removes is refused once that worker has seen it.
+        p.tick(30_000);
+        let calls = envoy.http_calls();
+        assert_eq!(calls.len(), 2);
+        let v2 = r#"[{"clientId": "app-2", "contracts": {"orders": "gold"}}]"#;
+        p.respond(calls[1].token, 200, &[], v2.as_bytes());
+        for worker in 0..2 {
+            assert!(
+                ask(&p, worker, "app-2").response().is_none(),
+                "worker {worker}"
+            );
+            assert_eq!(ask(&p, worker, "app-1").response().unwrap().status, 401);
+        }
+        assert_eq!(ask(&p, 0, "nobody").response().unwrap().status, 401);
+    }
 }
 
 /// Host calls per request, pinned so a regression shows; prints the rows of `BENCHMARKS.md`

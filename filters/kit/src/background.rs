@@ -99,6 +99,16 @@ impl<T> CachedDocument<T> {
         }
     }
 
+    /// The parsed document and when it was published as last read, without a host call.
+    pub fn cached(&self) -> Option<(Rc<T>, u64)> {
+        self.value.borrow().clone()
+    }
+
+    /// The version of the copy last read (0: none).
+    pub fn version(&self) -> u64 {
+        self.version.get()
+    }
+
     /// The parsed document and when it was published; parses again only when a newer version
     /// was announced. A document `parse` rejects is skipped (the previous copy stays).
     pub fn get(

@@ -194,6 +194,28 @@ impl<S: Source> Fetcher<S> {
             .flatten()
     }
 
+    /// This worker's copy as of its last timer tick (every [`TICK_MS`]) or [`Fetcher::current`]
+    /// call, without asking the host: reading the version from shared data per request is a
+    /// host call that copies into the VM (about 1-2 µs). Only while this worker has no copy yet
+    /// does it read shared data. A policy that denies on what this copy says (an unknown client,
+    /// an unknown key id) re-checks with [`Fetcher::newer`] first, so a version published
+    /// since the last tick is never the reason for a denial; an allowed decision may rest on a
+    /// copy at most one tick older than the latest publication.
+    pub fn recent(&self, host: &impl Host) -> Option<(Rc<S::Document>, u64)> {
+        match self.cache.cached() {
+            Some(copy) => Some(copy),
+            None => self.current(host),
+        }
+    }
+
+    /// The latest published document if it is newer than this worker's copy (which it then
+    /// replaces); `None` when nothing newer was published.
+    pub fn newer(&self, host: &impl Host) -> Option<(Rc<S::Document>, u64)> {
+        let before = self.cache.version();
+        let latest = self.current(host)?;
+        (self.cache.version() != before).then_some(latest)
+    }
+
     /// The latest published version (0: none yet).
     pub fn version(&self, host: &impl Host) -> u64 {
         self.doc.version(host).unwrap_or(0)
@@ -321,6 +343,8 @@ impl<S: Source> Fetcher<S> {
         if self.waiters.borrow().is_empty() {
             return;
         }
+        // The woken requests decide on this worker's copy: bring it up to date first.
+        let _ = self.current(host);
         let version = self.version(host);
         let pending = self.pending(host);
         let now = host.now_ms();
