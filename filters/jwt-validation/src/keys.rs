@@ -3,15 +3,15 @@
 //! A key only ever verifies with algorithms of its own type: an RSA JWK becomes RSA verifiers, an
 //! EC JWK an ECDSA verifier for its curve, the configured HMAC secret the HMAC verifiers. So an
 //! RSA public key can never be used as an HMAC secret, whatever a token's header says. The
-//! cryptography is pure Rust that compiles to wasm32-wasip1: `rsa` 0.10 for RSA (PKCS#1 v1.5 and
-//! PSS; much faster in wasm than the RSA inside `jwt-simple`), `jwt-simple` for ECDSA, Ed25519
-//! and HMAC.
+//! cryptography compiles to wasm32-wasip1: `ring` for RSA (PKCS#1 v1.5 and PSS; its C code is
+//! built by clang, and in V8 it verifies RS256 in about half the time of the pure-Rust `rsa`
+//! 0.10: BENCHMARKS.md, "Compiling crypto for speed"), `jwt-simple` (pure Rust) for ECDSA,
+//! Ed25519 and HMAC.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
-use rsa::sha2::{Sha256, Sha384, Sha512};
-use rsa::{pkcs1v15, pss, BoxedUint};
+use ring::signature::{self as rsa_alg, RsaParameters, RsaPublicKeyComponents};
 use serde::Deserialize;
 
 /// A JWS signature algorithm Palisade verifies. `none` is deliberately absent.
@@ -97,12 +97,8 @@ impl Algorithm {
 /// One typed verification key.
 #[derive(Clone)]
 enum Verifier {
-    Rs256(pkcs1v15::VerifyingKey<Sha256>),
-    Rs384(pkcs1v15::VerifyingKey<Sha384>),
-    Rs512(pkcs1v15::VerifyingKey<Sha512>),
-    Ps256(pss::VerifyingKey<Sha256>),
-    Ps384(pss::VerifyingKey<Sha384>),
-    Ps512(pss::VerifyingKey<Sha512>),
+    /// RS256 to PS512: the key and `ring`'s parameters for the algorithm.
+    Rsa(RsaKey, &'static RsaParameters),
     Es256(ES256PublicKey),
     Es384(ES384PublicKey),
     EdDsa(Ed25519PublicKey),
@@ -131,12 +127,7 @@ impl Key {
     pub fn verify(&self, token: &str, options: VerificationOptions) -> Result<(), VerifyError> {
         let o = Some(options);
         let result = match &self.verifier {
-            Verifier::Rs256(k) => return rsa_verify::<pkcs1v15::Signature, _>(k, token),
-            Verifier::Rs384(k) => return rsa_verify::<pkcs1v15::Signature, _>(k, token),
-            Verifier::Rs512(k) => return rsa_verify::<pkcs1v15::Signature, _>(k, token),
-            Verifier::Ps256(k) => return rsa_verify::<pss::Signature, _>(k, token),
-            Verifier::Ps384(k) => return rsa_verify::<pss::Signature, _>(k, token),
-            Verifier::Ps512(k) => return rsa_verify::<pss::Signature, _>(k, token),
+            Verifier::Rsa(k, params) => return k.verify(params, token),
             Verifier::Es256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             Verifier::Es384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             Verifier::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
@@ -148,22 +139,62 @@ impl Key {
     }
 }
 
-/// Verifies the JWS signature of a compact token (over `header.payload`) with an RSA key.
-fn rsa_verify<S, V>(key: &V, token: &str) -> Result<(), VerifyError>
-where
-    S: for<'a> TryFrom<&'a [u8]>,
-    V: rsa::signature::Verifier<S>,
-{
-    let (signed, signature) = token
-        .rsplit_once('.')
-        .ok_or_else(|| VerifyError("not a compact JWS".into()))?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| VerifyError("signature is not base64url".into()))?;
-    let signature = S::try_from(signature.as_slice())
-        .map_err(|_| VerifyError("malformed RSA signature".into()))?;
-    key.verify(signed.as_bytes(), &signature)
-        .map_err(|_| VerifyError("RSA signature did not verify".into()))
+/// An RSA public key: modulus and exponent, big-endian without leading zeros (as `ring` takes
+/// them), checked once when the JWKS is parsed.
+#[derive(Clone)]
+struct RsaKey {
+    n: Box<[u8]>,
+    e: Box<[u8]>,
+}
+
+impl RsaKey {
+    /// The largest public exponent accepted (`ring`'s limit, and the `rsa` crate's: a huge
+    /// exponent makes every verification expensive).
+    const MAX_EXPONENT: u64 = (1 << 33) - 1;
+
+    /// Checks what `ring` requires of a verification key (2048 to 8192 bits, odd modulus, odd
+    /// exponent from 3 to 2^33 - 1), so a broken key is refused with the JWKS rather than
+    /// failing every token.
+    fn new(n: &[u8], e: &[u8]) -> Result<RsaKey, String> {
+        let minimal = |b: &[u8]| -> Box<[u8]> {
+            let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+            b[start..].into()
+        };
+        let (n, e) = (minimal(n), minimal(e));
+        let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+        if bits < 2048 {
+            return Err("RSA keys shorter than 2048 bits are not accepted".into());
+        }
+        if bits > 8192 {
+            return Err("invalid RSA key: the modulus is longer than 8192 bits".into());
+        }
+        if n.last().is_some_and(|b| b % 2 == 0) {
+            return Err("invalid RSA key: the modulus is even".into());
+        }
+        let exponent = (e.len() <= 8)
+            .then(|| e.iter().fold(0u64, |v, &b| v << 8 | u64::from(b)))
+            .filter(|&v| v % 2 == 1 && (3..=Self::MAX_EXPONENT).contains(&v));
+        if exponent.is_none() {
+            return Err("invalid RSA key: the exponent must be odd, from 3 to 2^33 - 1".into());
+        }
+        Ok(RsaKey { n, e })
+    }
+
+    /// Verifies the JWS signature of a compact token (over `header.payload`).
+    fn verify(&self, params: &'static RsaParameters, token: &str) -> Result<(), VerifyError> {
+        let (signed, signature) = token
+            .rsplit_once('.')
+            .ok_or_else(|| VerifyError("not a compact JWS".into()))?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| VerifyError("signature is not base64url".into()))?;
+        let key = RsaPublicKeyComponents {
+            n: &*self.n,
+            e: &*self.e,
+        };
+        key.verify(params, signed.as_bytes(), &signature)
+            .map_err(|_| VerifyError("RSA signature did not verify".into()))
+    }
 }
 
 /// The keys a token may be verified with.
@@ -334,26 +365,18 @@ fn add_jwk(keys: &mut Vec<Key>, jwk: &RawJwk, algorithms: &[Algorithm]) -> Resul
             if wanted.is_empty() {
                 return Ok(());
             }
-            let (n, e) = (b64(&jwk.n, "n")?, b64(&jwk.e, "e")?);
-            if n.len() < 256 {
-                return Err("RSA keys shorter than 2048 bits are not accepted".into());
-            }
-            let public = rsa::PublicKey::new(
-                BoxedUint::from_be_slice_vartime(&n),
-                BoxedUint::from_be_slice_vartime(&e),
-            )
-            .map_err(|e| format!("invalid RSA key: {e}"))?;
+            let public = RsaKey::new(&b64(&jwk.n, "n")?, &b64(&jwk.e, "e")?)?;
             for alg in wanted {
-                let k = public.clone();
-                let v = match alg {
-                    Algorithm::RS256 => Verifier::Rs256(pkcs1v15::VerifyingKey::new(k)),
-                    Algorithm::RS384 => Verifier::Rs384(pkcs1v15::VerifyingKey::new(k)),
-                    Algorithm::RS512 => Verifier::Rs512(pkcs1v15::VerifyingKey::new(k)),
-                    Algorithm::PS256 => Verifier::Ps256(pss::VerifyingKey::new(k)),
-                    Algorithm::PS384 => Verifier::Ps384(pss::VerifyingKey::new(k)),
-                    _ => Verifier::Ps512(pss::VerifyingKey::new(k)),
+                // PSS with a salt as long as the hash, as JWA (RFC 7518 section 3.5) requires.
+                let params = match alg {
+                    Algorithm::RS256 => &rsa_alg::RSA_PKCS1_2048_8192_SHA256,
+                    Algorithm::RS384 => &rsa_alg::RSA_PKCS1_2048_8192_SHA384,
+                    Algorithm::RS512 => &rsa_alg::RSA_PKCS1_2048_8192_SHA512,
+                    Algorithm::PS256 => &rsa_alg::RSA_PSS_2048_8192_SHA256,
+                    Algorithm::PS384 => &rsa_alg::RSA_PSS_2048_8192_SHA384,
+                    _ => &rsa_alg::RSA_PSS_2048_8192_SHA512,
                 };
-                push(alg, v);
+                push(alg, Verifier::Rsa(public.clone(), params));
             }
         }
         "EC" => {

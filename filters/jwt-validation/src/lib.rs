@@ -21,6 +21,7 @@ use keys::KeySet;
 use palisade_kit::credentials::{bearer, Credential, CredentialReader};
 use palisade_kit::fetch::{FetchCounters, Fetcher};
 use palisade_kit::identity::{Identity, PROPERTY_PATH};
+use palisade_kit::shared::HashKey;
 use palisade_kit::{CallResponse, ConfigError, Host, LogLevel, Policy, Request, Verdict, Wakes};
 use serde_json::Value;
 use std::cell::RefCell;
@@ -87,7 +88,10 @@ impl JwtValidation {
         });
         let local = remote.is_none().then(|| Rc::new(config.local.clone()));
         Ok(JwtValidation {
-            cache: RefCell::new(VerifyCache::new(config.cache_entries)),
+            cache: RefCell::new(VerifyCache::new(
+                config.cache_entries,
+                HashKey::configured(host)?,
+            )),
             config,
             local,
             remote,
@@ -173,11 +177,10 @@ impl JwtValidation {
             );
             return d.unavailable.send(host);
         };
-        let digest = palisade_kit::secret::sha256(token.as_bytes());
         let cached = self
             .cache
             .borrow_mut()
-            .get(&digest, now_ms, &keys.fingerprint);
+            .get(&token, now_ms, &keys.fingerprint);
         let outcome = match cached {
             Some(outcome) => {
                 self.metrics.cache_hit.inc(host);
@@ -188,7 +191,7 @@ impl JwtValidation {
                 Ok(valid) => {
                     let outcome = Rc::new(self.judge(valid.claims));
                     let mut cache = self.cache.borrow_mut();
-                    cache.put(digest, outcome.clone(), valid.exp, now_ms);
+                    cache.put(&token, outcome.clone(), valid.exp, now_ms);
                     outcome
                 }
             },

@@ -835,6 +835,58 @@ fn critical_extensions_foreign_types_and_future_iat_are_refused() {
     );
 }
 
+/// A fixed 2048-bit RSA test key (generating one is slow in a debug build).
+const RSA_TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDJKDC9Akhd/P4T\nHvowDQKx/odIEjdDvjG/O4ZnV/pzbE4ea+V7iC9C8XmHRMVfqiBoPv5La5+2tWmF\ntigCPH7O8oGzBG9xA0BeAJn4p4/MIlcib78VQYHxzBiHKxCRjtGHJ2DXoe31TN1D\nTwCdFkJLXcIs/TVc9FXGULa4PESy2VMWf3ETOelGpr4mqmsAtDsGjP4kXbJ/UfzK\nXX4r6YZPICzosHQzfcwzWvSt/Rzu7ZsZFIEL6gkdVfRmu5Ixswv9RNN4qPKZhiht\nlk6i2G/IAeduU/9HrbWpbh4b2/JOSghRN4kp9MBpiRXxf/biLbvqpkDyuP89tZCd\nyCw5zFTJAgMBAAECgf8anUp8IRfKcBG55Kb1dpqU8UBTWY+LpHA2o6HqWKnTAD7d\n2M9Rtw7vUxsJ0kTbPEos3jT4yqyqzZPIkn94o6PUQLyeJzOBFjGdOkdl52wv59Mc\ndretZf7vbDGDW3DQKseHCYKOQhfb1BQ3Z2ep0s+6xnaSmK7Z0/X9MEwZDQjvceWo\nDTTFMWzFcCojsCAZqQI8zgebTmEhSmrjZEad5kk4fIXllxdKH/jBtG8KRVGo839t\nH2Ng3NI4o7rx42/eocWrj9Y6qNZt9h1rimKGvjt9eqXjsAk3ORBo9WlabdKGM6wZ\nraWCg/Ylhc4ObfbbFMvro0Ggoms3v/N474zwZuECgYEA8SHvyS93JTp3V3xGg5Jt\nap/hNO2SDJcIVPQdAKd8alfIfpCDPpYM4A0PrI/F+IoG7UN5nQRRCEY5Qnpz468c\ndkGSxeuN2+xt4hHqqhWWQr0sG3No6d/Wh4u/ckJBNr50wOuRmWuYHqZbOfv0WRJe\nnNL8ake0DjRTSSukk3jyJWkCgYEA1Y9GW7h+bDMheXwKmEbh82kVxNCAj/heHFrC\nrTseaLFlSQrx9izaTjw0N9NO5XQmYB7tKuTvgfvVonvEMCqFBG5qPkdi1fB2Vv/+\nRsE6V4xVX/tSGfXJhKjD3DHoWG5A76KVFvnyb4AGl0tGsBhRCWUmi46lor+tg3nF\n2NVd6GECgYEAgOyEKC0Ypu77n+rySKahmcChyIq8675U1hcu6oqiGrmUmRbrFStk\n9uYE216Dmr8xtOm+vBTyvlnNg521GKcnsJKexvOKhWuD1Lt/nDCuhkBetM6f6Wuk\naBRv58dE1uA9zGgnEMBWNQz8+aOcoYMQ0wh7rNdpja6sWRLci3y++wECgYEAqxzs\nlAtEiK+DT9K6rn6FBsKZZaRmjnTD+1YhjCnFWL9i117EtqoDlRIaCOzv11v0b6n4\nABmFapH8//7JGIrJH97Uk+gg4iiUuWrOM6UZeRKBSbGWfCR6/ic3H9SBRXG56AhO\nCyXkQcDEBy+SiQBC1hNNCh8Wykto3OKSSwXTA6ECgYEAsVehlruAB+7ub1KwmDFU\nCMtO1ooQ7W9E8REhmCnX0UT+hqW2Rv9ufdZSS7sC8F4oG7ymTi5hV+s6DLfNfuB+\nCiU5Znii7sCXFHhn9S/H9nkF+5/nzl+nmM6qSs254KDpJAShR2LmZevfGBjon/uT\njAARm7EqXpy0PysNeo+Yjbo=\n-----END PRIVATE KEY-----";
+
+#[test]
+fn rsa_tokens_verify_and_broken_rsa_keys_are_refused() {
+    let envoy = TestEnvoy::new(1);
+    let rs = RS256KeyPair::from_pem(RSA_TEST_KEY)
+        .unwrap()
+        .with_key_id("rsa-1");
+    let ps = PS512KeyPair::from_pem(RSA_TEST_KEY)
+        .unwrap()
+        .with_key_id("rsa-1");
+    let mut jwk: serde_json::Value = serde_json::from_str(&rs.public_key().to_jwk()).unwrap();
+    jwk.as_object_mut().unwrap().remove("alg");
+    let config = |jwk: &serde_json::Value| {
+        json!({"issuer": ISS, "audiences": ["orders"], "localJwks": {"keys": [jwk]}}).to_string()
+    };
+    let p = policy(&envoy, config(&jwk).as_bytes());
+    let claims = || Signer::claims(now_s(&envoy), json!({}));
+    for token in [rs.sign(claims()).unwrap(), ps.sign(claims()).unwrap()] {
+        assert_eq!(bearer_req(&envoy, &p, &token).0, Verdict::Continue);
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        signature[7] ^= 1;
+        let forged = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&signature));
+        assert_status(&bearer_req(&envoy, &p, &forged), 401, "invalid_token");
+    }
+    let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
+    let accepted = |n: &[u8], e: &[u8]| {
+        let mut k = jwk.clone();
+        k["n"] = URL_SAFE_NO_PAD.encode(n).into();
+        k["e"] = URL_SAFE_NO_PAD.encode(e).into();
+        JwtValidation::configure(config(&k).as_bytes(), &mut envoy.request(0)).is_ok()
+    };
+    assert!(accepted(&n, &[1, 0, 1]) && accepted(&n, &[3]));
+    assert!(
+        accepted(&[&[0, 0][..], &n].concat(), &[0, 1, 0, 1]),
+        "leading zeros"
+    );
+    assert!(!accepted(&n[1..], &[1, 0, 1]), "2040 bits");
+    let mut even = n.clone();
+    *even.last_mut().unwrap() &= 0xfe;
+    assert!(!accepted(&even, &[1, 0, 1]), "even modulus");
+    for e in [&[1][..], &[1, 0, 0], &[2, 0, 0, 0, 1]] {
+        assert!(!accepted(&n, e), "exponent {e:?}");
+    }
+    assert!(
+        !accepted(&[&[1][..], &n, &n, &n, &n].concat(), &[1, 0, 1]),
+        "8193 bits"
+    );
+}
+
 /// Host calls per request, pinned so a regression shows; prints the rows of `BENCHMARKS.md`
 /// ("Host calls per request") with `-- --nocapture`.
 #[test]

@@ -940,11 +940,49 @@ mod tests {
         }
     }
 
+    /// Reads `x-tenant`, the clock and the client address, and keeps the header it saw.
+    struct Reader {
+        seen: RefCell<Vec<Option<String>>>,
+    }
+
+    impl Policy for Reader {
+        const NAME: &'static str = "reader";
+        type State = ();
+        fn configure(_: &[u8], _: &mut impl Host) -> Result<Self, ConfigError> {
+            Ok(Reader {
+                seen: RefCell::new(Vec::new()),
+            })
+        }
+        fn on_request_headers(
+            &self,
+            _: &mut Request<'_, ()>,
+            host: &mut impl Host,
+            _: bool,
+        ) -> Verdict {
+            self.seen.borrow_mut().push(host.request_header("x-tenant"));
+            let _ = (host.now_ms(), host.property(&["source", "address"]));
+            Verdict::Continue
+        }
+    }
+
+    /// What each reader of the bundle saw, in chain order.
+    fn seen(bundle: &crate::testing::TestPolicy<TestBundle>) -> Vec<Vec<Option<String>>> {
+        let policy = bundle.policy(0);
+        (0..)
+            .map_while(|i| policy.member(i))
+            .filter_map(|m| match m {
+                TestMember::Reader(r) => Some(r.seen.borrow().clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     crate::bundle_members! {
         enum TestMember, state TestMemberState {
             Tag(Tag),
             Holder(Holder),
             Caller(Caller),
+            Reader(Reader),
         }
     }
 
@@ -1095,6 +1133,64 @@ mod tests {
     }
 
     #[test]
+    fn members_in_one_callback_share_one_read_of_the_host() {
+        let envoy = TestEnvoy::new(1);
+        let bundle = envoy
+            .deploy::<TestBundle>(
+                r#"{"policies": [{"policy": "reader"},
+                                 {"policy": "tag", "config": {"tag": "a"}},
+                                 {"policy": "reader"}]}"#,
+            )
+            .unwrap();
+        let mut req = bundle.request(0);
+        req.add_header("x-tenant", "t1").set_peer("10.0.0.1:5000");
+        assert_eq!(bundle.send(&mut req), Verdict::Continue);
+        let calls = req.host_calls();
+        // One copy of the map for both readers, and the tag's write on top of it.
+        assert_eq!(
+            (
+                calls.get("headers"),
+                calls.get("header"),
+                calls.get("now_ms")
+            ),
+            (1, 0, 1),
+            "{calls:?}"
+        );
+        assert_eq!(calls.get("property"), 1, "{calls:?}");
+        assert_eq!(calls.total(), 4, "{calls:?}");
+        let t1 = vec![Some("t1".to_owned())];
+        assert_eq!(seen(&bundle), [t1.clone(), t1]);
+    }
+
+    #[test]
+    fn members_run_after_a_wake_read_the_host_again() {
+        let envoy = TestEnvoy::new(1);
+        let bundle = envoy
+            .deploy::<TestBundle>(
+                r#"{"policies": [{"policy": "reader"},
+                                 {"policy": "holder", "config": {"tickMs": 10}},
+                                 {"policy": "reader"}]}"#,
+            )
+            .unwrap();
+        let mut req = bundle.request(0);
+        req.add_header("x-tenant", "before");
+        assert_eq!(bundle.send(&mut req), Verdict::Pause);
+        // Another filter's change while the request waits is what the next member sees.
+        req.set_request_header("x-tenant", "after");
+        req.reset_host_calls();
+        bundle.tick(10);
+        assert_eq!(req.resumed(Direction::Request), 1);
+        let calls = req.host_calls();
+        assert_eq!(
+            (calls.get("headers"), calls.get("header")),
+            (1, 0),
+            "{calls:?}"
+        );
+        let (before, after) = (Some("before".to_owned()), Some("after".to_owned()));
+        assert_eq!(seen(&bundle), [vec![before], vec![after]]);
+    }
+
+    #[test]
     fn refuses_configurations_naming_the_field() {
         let envoy = TestEnvoy::new(1);
         let cases = [
@@ -1136,6 +1232,6 @@ mod tests {
         let err = envoy
             .deploy::<TestBundle>(r#"{"policies": [{"policy": "nope"}]}"#)
             .unwrap_err();
-        assert!(err.contains("known: tag, holder, caller"), "{err}");
+        assert!(err.contains("known: tag, holder, caller, reader"), "{err}");
     }
 }

@@ -112,8 +112,21 @@ pub trait Host {
     /// A header's value (the first one when repeated), or `None`.
     fn header(&self, map: HeaderMap, name: &str) -> Option<String>;
     /// Every header of a map, in order, repeated names included. Costs one host call that
-    /// copies the whole map: prefer [`Host::header`] when one value is enough.
+    /// copies the whole map (in a policy callback the kit reads each map once per callback
+    /// and answers every read from that copy, so reading several headers costs no more).
     fn headers(&self, map: HeaderMap) -> Vec<(String, String)>;
+    /// Every header of a map as the host hands it over in one call (the proxy-wasm wire
+    /// format: count, sizes, then each name and value NUL-terminated), or `None` when the map
+    /// does not exist in this callback. What the kit's per-callback copy of a map is made of;
+    /// policies read headers with [`Host::header`] / [`Host::headers`].
+    fn header_map_bytes(&self, map: HeaderMap) -> Option<Vec<u8>> {
+        let pairs = self.headers(map);
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        Some(crate::wire::serialize_pairs(&pairs))
+    }
     /// Replaces every value of a header with `value` (adds it when absent).
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &str);
     /// Adds a value to a header, keeping the values it has.

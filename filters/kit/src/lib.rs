@@ -17,7 +17,9 @@
 //! * [`cors`]: recognising CORS preflights, so auth policies can let them pass.
 //! * [`metrics`]: `palisade.<policy>.<outcome>` counters.
 //! * [`runtime`]: the [`Policy`] trait every policy implements, the one [`Verdict`]
-//!   vocabulary, and the host-agnostic driver (paused requests, wake-ups, the unconfigured 503).
+//!   vocabulary, and the host-agnostic driver (paused requests, wake-ups, the unconfigured 503);
+//!   each callback sees the host through `view` (each header map, the clock and each property
+//!   read once per callback).
 //! * [`fetch`]: one background fetcher per Envoy (registries, JWKS, discovery), with backoff,
 //!   last-good copies and waiting requests.
 //! * [`cache`]: a bounded per-VM cache whose entries expire.
@@ -53,6 +55,7 @@ pub mod shared;
 pub mod slots;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+mod view;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]

@@ -14,6 +14,7 @@ use crate::config::ConfigError;
 use crate::denial::Denial;
 use crate::host::{BodyBuffer, Direction, HeaderMap, Host, LogLevel};
 use crate::metrics::{PendingCounts, FLUSH_PERIOD_MS};
+use crate::view::HostView;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -347,7 +348,7 @@ impl<P: Policy> Vm<P> {
         }
         self.ticks.set(0);
         let mut wakes = Wakes::default();
-        policy.on_tick(host, &mut wakes);
+        policy.on_tick(&mut HostView::new(host), &mut wakes);
         self.wake(&policy, host, wakes, self.root_id);
     }
 
@@ -355,7 +356,7 @@ impl<P: Policy> Vm<P> {
     pub fn on_background_response(&self, host: &mut impl Host, response: &CallResponse) {
         let Some(policy) = self.policy() else { return };
         let mut wakes = Wakes::default();
-        policy.on_background_response(host, response, &mut wakes);
+        policy.on_background_response(&mut HostView::new(host), response, &mut wakes);
         self.wake(&policy, host, wakes, self.root_id);
     }
 
@@ -472,7 +473,7 @@ impl<P: Policy> Vm<P> {
                 state: &mut *state,
                 wakes: &mut wakes,
             };
-            policy.on_done(&mut request, host);
+            policy.on_done(&mut request, &mut HostView::new(host));
         }
         self.wake(&policy, host, wakes, stream.id);
     }
@@ -484,7 +485,7 @@ impl<P: Policy> Vm<P> {
         stream: &Stream<P>,
         host: &mut H,
         direction: Direction,
-        callback: impl FnOnce(&P, &mut Request<'_, P::State>, &mut H) -> Verdict,
+        callback: impl FnOnce(&P, &mut Request<'_, P::State>, &mut HostView<'_, H>) -> Verdict,
     ) -> Verdict {
         let mut wakes = Wakes::default();
         let verdict = {
@@ -498,7 +499,8 @@ impl<P: Policy> Vm<P> {
                 state: &mut *state,
                 wakes: &mut wakes,
             };
-            callback(policy, &mut request, host)
+            // One view per callback: the policy's reads share one copy of each header map.
+            callback(policy, &mut request, &mut HostView::new(host))
         };
         if verdict == Verdict::Pause {
             self.paused
@@ -536,7 +538,7 @@ impl<P: Policy> Vm<P> {
                     state: &mut *borrowed,
                     wakes: &mut more,
                 };
-                policy.on_wake(&mut request, host)
+                policy.on_wake(&mut request, &mut HostView::new(host))
             };
             match verdict {
                 Verdict::Continue => {

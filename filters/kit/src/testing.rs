@@ -83,6 +83,20 @@ impl Exchange {
     }
 }
 
+/// Adds a header line where Envoy's header list puts it: a pseudo-header after the last
+/// pseudo-header, any other at the end.
+fn insert_line(headers: &mut Vec<(String, String)>, name: String, value: &str) {
+    let at = if name.starts_with(':') {
+        headers
+            .iter()
+            .position(|(n, _)| !n.starts_with(':'))
+            .unwrap_or(headers.len())
+    } else {
+        headers.len()
+    };
+    headers.insert(at, (name, value.to_owned()));
+}
+
 /// The body buffer of a direction.
 fn body_buffer(direction: Direction) -> BodyBuffer {
     match direction {
@@ -551,14 +565,17 @@ impl TestRequest {
 }
 
 impl Host for TestRequest {
+    // Header names as Envoy treats them: the name asked for is lowercased, names are stored
+    // lowercase, and a pseudo-header goes after the last pseudo-header (Envoy's header list).
     fn header(&self, map: HeaderMap, name: &str) -> Option<String> {
         self.count("header");
+        let name = name.to_ascii_lowercase();
         self.current()
             .borrow()
             .maps
             .get(&map)?
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .map(|(_, v)| v.clone())
     }
 
@@ -572,29 +589,42 @@ impl Host for TestRequest {
             .unwrap_or_default()
     }
 
+    /// One host call, counted as `headers` (the same `proxy_get_header_map_pairs`).
+    fn header_map_bytes(&self, map: HeaderMap) -> Option<Vec<u8>> {
+        self.count("headers");
+        let exchange = self.current();
+        let exchange = exchange.borrow();
+        let pairs: Vec<(&str, &str)> = exchange
+            .maps
+            .get(&map)
+            .map(|m| m.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect())
+            .unwrap_or_default();
+        Some(crate::wire::serialize_pairs(&pairs))
+    }
+
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &str) {
         self.count("set_header");
+        let name = name.to_ascii_lowercase();
         let exchange = self.current();
         let mut exchange = exchange.borrow_mut();
         let headers = exchange.maps.entry(map).or_default();
-        headers.retain(|(n, _)| n != name);
-        headers.push((name.to_owned(), value.to_owned()));
+        headers.retain(|(n, _)| *n != name);
+        insert_line(headers, name, value);
     }
 
     fn add_header(&mut self, map: HeaderMap, name: &str, value: &str) {
         self.count("add_header");
-        self.current()
-            .borrow_mut()
-            .maps
-            .entry(map)
-            .or_default()
-            .push((name.to_owned(), value.to_owned()));
+        let exchange = self.current();
+        let mut exchange = exchange.borrow_mut();
+        let headers = exchange.maps.entry(map).or_default();
+        insert_line(headers, name.to_ascii_lowercase(), value);
     }
 
     fn remove_header(&mut self, map: HeaderMap, name: &str) {
         self.count("remove_header");
+        let name = name.to_ascii_lowercase();
         if let Some(headers) = self.current().borrow_mut().maps.get_mut(&map) {
-            headers.retain(|(n, _)| n != name);
+            headers.retain(|(n, _)| *n != name);
         }
     }
 

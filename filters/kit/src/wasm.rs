@@ -186,15 +186,20 @@ impl Host for WasmHost {
     }
 
     fn headers(&self, map: HeaderMap) -> Vec<(String, String)> {
+        self.header_map_bytes(map)
+            .map(|bytes| deserialize_pairs(&bytes))
+            .unwrap_or_default()
+    }
+
+    fn header_map_bytes(&self, map: HeaderMap) -> Option<Vec<u8>> {
         let mut data = null_mut();
         let mut size = 0;
         // SAFETY: the host writes a buffer it allocated with our allocator, or nothing.
         let code = unsafe { abi::proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
         if code != OK {
-            return Vec::new();
+            return None;
         }
-        let bytes = unsafe { owned(data, size) }.unwrap_or_default();
-        deserialize_pairs(&bytes)
+        Some(unsafe { owned(data, size) }.unwrap_or_default())
     }
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &str) {
