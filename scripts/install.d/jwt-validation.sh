@@ -13,6 +13,4 @@ if [ ! -d "$ROOT/tests/oidc/node_modules/oidc-provider" ] || [ ! -d "$ROOT/tests
   log "installing the test OpenID Provider (npm ci in tests/oidc)"
   npm ci --prefix "$ROOT/tests/oidc" --no-audit --no-fund
 fi
-# `ring` (jwt-validation's RSA) compiles C for wasm32-wasip1, which needs clang (gcc has no
-# wasm target).
-command -v clang >/dev/null 2>&1 || ensure_apt clang
+ensure_wasm_c_toolchain
