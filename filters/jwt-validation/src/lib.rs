@@ -105,8 +105,22 @@ impl JwtValidation {
         if let Some(local) = &self.local {
             return Some(local.clone());
         }
-        let (fetcher, remote) = (self.remote.as_ref()?, self.config.remote.as_ref()?);
-        let (set, published_ms) = fetcher.current(host)?;
+        let fetcher = self.remote.as_ref()?;
+        // This worker's copy as of its last tick: no shared-data read per request. A decision
+        // that newer keys could change is taken again on them (`newer_keys`).
+        let (set, published_ms) = fetcher.recent(host)?;
+        self.usable(set, published_ms, now_ms)
+    }
+
+    /// Keys published since this worker's copy (`None` when there are none, or keys are local).
+    fn newer_keys(&self, host: &impl Host, now_ms: u64) -> Option<Rc<KeySet>> {
+        let (set, published_ms) = self.remote.as_ref()?.newer(host)?;
+        self.usable(set, published_ms, now_ms)
+    }
+
+    /// `set`, unless it is staler than allowed.
+    fn usable(&self, set: Rc<KeySet>, published_ms: u64, now_ms: u64) -> Option<Rc<KeySet>> {
+        let remote = self.config.remote.as_ref()?;
         let usable_until = published_ms
             .saturating_add(remote.cache_ms)
             .saturating_add(remote.max_stale_ms);
@@ -168,7 +182,10 @@ impl JwtValidation {
             }
         };
         let now_ms = host.now_ms();
-        let Some(keys) = self.keys(host, now_ms) else {
+        let keys = self
+            .keys(host, now_ms)
+            .or_else(|| self.newer_keys(host, now_ms));
+        let Some(keys) = keys else {
             self.metrics.unavailable.inc(host);
             // Per request, so not above debug: fetch failures are logged when they happen.
             host.log(
@@ -186,7 +203,7 @@ impl JwtValidation {
                 self.metrics.cache_hit.inc(host);
                 outcome
             }
-            None => match verify::validate(&token, &keys, &self.config, now_ms / 1000) {
+            None => match self.validate(host, &token, keys, now_ms) {
                 Err(reason) => return self.reject(host, reason, waiter),
                 Ok(valid) => {
                     let outcome = Rc::new(self.judge(valid.claims));
@@ -221,6 +238,24 @@ impl JwtValidation {
                 Verdict::Continue
             }
         }
+    }
+
+    /// Verifies `token` with `keys`; when the failure is one newer keys could fix (an unknown
+    /// `kid`, a signature that does not verify) and keys were published since, again with them.
+    fn validate(
+        &self,
+        host: &impl Host,
+        token: &str,
+        keys: Rc<KeySet>,
+        now_ms: u64,
+    ) -> Result<verify::Valid, Invalid> {
+        let first = verify::validate(token, &keys, &self.config, now_ms / 1000);
+        if let Err(Invalid::UnknownKid | Invalid::NoKey | Invalid::Signature(_)) = first {
+            if let Some(newer) = self.newer_keys(host, now_ms) {
+                return verify::validate(token, &newer, &self.config, now_ms / 1000);
+            }
+        }
+        first
     }
 
     fn reject(&self, host: &mut impl Host, reason: Invalid, waiter: Option<u32>) -> Verdict {

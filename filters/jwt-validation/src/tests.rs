@@ -611,6 +611,43 @@ fn an_unknown_kid_brings_a_rate_limited_refresh() {
 }
 
 #[test]
+fn requests_use_the_worker_keys_and_keys_published_since_are_used_at_once() {
+    let (envoy, p) = deploy(2, &remote_config());
+    let old = Signer::new();
+    assert!(fetch(&envoy, &p, 250, Some((200, &old.jwks()))));
+    let token = old.es256(now_s(&envoy), json!({"exp": now_s(&envoy) + 3600}));
+    for worker in 0..2 {
+        assert_eq!(ask(&p, worker, &token).0, Verdict::Continue);
+    }
+    // With keys in hand (and the token cached), no shared-data read per request.
+    let (verdict, req) = ask(&p, 1, &token);
+    assert_eq!(verdict, Verdict::Continue);
+    assert_eq!(
+        req.host_calls().0.get("shared_get"),
+        None,
+        "{:?}",
+        req.host_calls()
+    );
+    // Keys rotate: the refresh at 80 % of cacheSeconds publishes the new set through one
+    // worker. Before either worker's next tick, a token signed with the new key passes on both
+    // at once (no wait, no 401).
+    let new = rotated("2");
+    assert!(fetch(&envoy, &p, 8_500, Some((200, &new.jwks()))));
+    let new_token = new.es256(now_s(&envoy), json!({"exp": now_s(&envoy) + 3600}));
+    for worker in 0..2 {
+        assert_eq!(
+            ask(&p, worker, &new_token).0,
+            Verdict::Continue,
+            "worker {worker}"
+        );
+    }
+    assert_eq!(
+        envoy.counter("palisade.jwt_validation.jwks_refresh_requested"),
+        0
+    );
+}
+
+#[test]
 fn discovery_is_followed_to_the_jwks() {
     let config = json!({"issuer": ISS, "discovery": true, "jwks": {"cluster": "idp"}}).to_string();
     let (envoy, p) = deploy(1, &config);
