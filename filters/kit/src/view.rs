@@ -362,6 +362,13 @@ impl<H: Host> Host for HostView<'_, H> {
             let top = key.split('\0').next().unwrap_or_default();
             top != first && top != "filter_state" && top != "upstream_filter_state"
         });
+        // A one-segment path is a filter-state value of the default (bytes) kind: Envoy hands
+        // back exactly what was written, so a later member reads the identity hand-off from here.
+        if written.is_ok() && path.len() == 1 {
+            self.properties
+                .get_mut()
+                .push((first.to_owned(), Some(value.to_vec())));
+        }
         written
     }
 
@@ -750,10 +757,14 @@ mod tests {
             assert_eq!(view.property(&["source", "port"]), None);
             assert_eq!(view.property(&["palisade.identity"]), None);
             view.set_property(&["palisade.identity"], b"id").unwrap();
-            // The written path is read again; an Envoy attribute is not.
+            // The written value is what Envoy would hand back: not read again; an Envoy
+            // attribute stays as read.
             assert_eq!(view.property(&["palisade.identity"]), Some(b"id".to_vec()));
             assert_eq!(view.property(&["source", "address"]), peer);
+            view.set_property(&["palisade.identity"], b"id2").unwrap();
+            assert_eq!(view.property(&["palisade.identity"]), Some(b"id2".to_vec()));
         }
+        assert_eq!(req.property(&["palisade.identity"]), Some(b"id2".to_vec()));
         let calls = req.host_calls();
         assert_eq!(calls.get("now_ms"), 1);
         assert_eq!(calls.get("property"), 4, "{calls:?}");

@@ -32,7 +32,7 @@ mod tests {
     use jwt_simple::prelude::{HS256Key, JWTClaims, MACLike, NoCustomClaims, UnixTimeStamp};
     use palisade_kit::identity::Identity;
     use palisade_kit::testing::{TestEnvoy, TestPolicy, TestRequest};
-    use palisade_kit::{Direction, Policy, Verdict};
+    use palisade_kit::{Direction, HeaderMap, Policy, Verdict};
     use serde_json::json;
     use sha2::{Digest, Sha256};
 
@@ -256,6 +256,50 @@ mod tests {
         let err = envoy.deploy::<Palisade>(&config.to_string()).unwrap_err();
         assert!(err.contains("`policies[5].policy`"), "{err}");
         assert!(err.contains("xml-threat-protection"), "{err}");
+    }
+
+    /// Host calls of the six-policy chain in one filter, for a cross-origin POST of a small JSON
+    /// document (the `chain` benchmark's request): every member reads the headers, the clock
+    /// and the client address from one copy per callback. Pinned so a regression shows; prints
+    /// the row of `BENCHMARKS.md` ("Host calls per request") with `-- --nocapture`.
+    #[test]
+    fn host_calls_per_request() {
+        let envoy = TestEnvoy::new(1);
+        let bundle = deploy(&envoy);
+        let send = || {
+            let mut req = bundle.request(0);
+            req.set_peer("198.51.100.7:40000")
+                .add_header(":method", "POST")
+                .add_header(":path", "/orders")
+                .add_header(":authority", "api.example")
+                .add_header("origin", ORIGIN)
+                .add_header("content-type", "application/json")
+                .add_header("authorization", &format!("Bearer {}", token(&envoy)))
+                .add_header("client_id", "shop")
+                .add_header("client_secret", "shop-secret");
+            assert_eq!(bundle.request_headers(&mut req, false), Verdict::Continue);
+            let body = br#"{"order": {"sku": "A-1", "qty": 2}}"#;
+            assert_eq!(bundle.request_body(&mut req, body, true), Verdict::Continue);
+            assert_eq!(bundle.response_headers(&mut req, false), Verdict::Continue);
+            bundle.done(&mut req);
+            req
+        };
+        let _first = send();
+        let allowed = send();
+        assert_eq!(
+            allowed
+                .map(HeaderMap::Response)
+                .iter()
+                .find(|(n, _)| n == "access-control-allow-origin")
+                .map(|(_, v)| v.as_str()),
+            Some(ORIGIN)
+        );
+        let calls = allowed.host_calls();
+        println!(
+            "{}",
+            calls.markdown_row("palisade (bundle)", "six-policy chain, allowed")
+        );
+        assert!(calls.total() <= 12, "{calls:?}");
     }
 
     #[test]
