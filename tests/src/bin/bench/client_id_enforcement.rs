@@ -7,8 +7,14 @@ use serde_json::json;
 
 /// The registry sizes measured, one group each.
 pub const SIZES: [(usize, &str); 2] = [
-    (1_000, "1,000-client registry, a known client id in a header"),
-    (50_000, "50,000-client registry, a known client id in a header"),
+    (
+        1_000,
+        "1,000-client registry, a known client id in a header",
+    ),
+    (
+        50_000,
+        "50,000-client registry, a known client id in a header",
+    ),
 ];
 
 pub fn group((clients, about): (usize, &'static str)) -> Group {
