@@ -33,6 +33,7 @@
 
 pub mod address;
 pub mod background;
+pub mod bench;
 pub mod body;
 pub mod bundle;
 pub mod cache;
