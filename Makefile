@@ -16,7 +16,7 @@ demo: ## a gateway on 127.0.0.1:8080 in front of a sample upstream; Ctrl-C stops
 	bash scripts/demo.sh
 
 bench: ## load-test bare Envoy, each policy, and Envoy's native equivalent
-	bash scripts/bench.sh
+	bash scripts/bench.sh $(ARGS)
 
 fuzz: ## run every fuzz target for FUZZ_SECONDS (default 30) each; crashes become regressions
 	bash scripts/fuzz.sh

@@ -280,9 +280,7 @@ impl BodyRules {
         );
         let body = match &self.custom_body {
             Some(b) => b.clone(),
-            None => serde_json::json!({"error": self.code, "message": violation.to_string()})
-                .to_string()
-                .into_bytes(),
+            None => crate::denial::error_body(self.code, &violation.to_string()),
         };
         let headers: Vec<(&str, &str)> = self
             .headers

@@ -34,12 +34,11 @@ pub struct Denial {
 impl Denial {
     /// A denial with the standard JSON body.
     pub fn new(status: u16, code: &'static str, message: &str) -> Self {
-        let body = serde_json::json!({ "error": code, "message": message }).to_string();
         Denial {
             status,
             code,
             headers: vec![("content-type".into(), "application/json".into())],
-            body: body.into_bytes(),
+            body: error_body(code, message),
         }
     }
 
@@ -126,9 +125,70 @@ impl Denial {
     }
 }
 
+/// The standard body, `{"error":"<code>","message":"<message>"}`: the bytes
+/// `serde_json::json!` would give, written without `serde_json::Value`, whose code (a map,
+/// serializers, float formatting) would otherwise be in every policy's module and cost Envoy
+/// memory when V8 compiles it.
+pub(crate) fn error_body(code: &str, message: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(code.len() + message.len() + 24);
+    out.extend_from_slice(b"{\"error\":");
+    push_json_string(&mut out, code);
+    out.extend_from_slice(b",\"message\":");
+    push_json_string(&mut out, message);
+    out.push(b'}');
+    out
+}
+
+/// Appends `s` as a JSON string as serde_json writes it: `"` and `\` escaped, control
+/// characters as `\n`-style or `\u00xx` escapes, everything else (non-ASCII too) verbatim.
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x00..=0x1f => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0x0f)],
+            ]),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standard_body_is_what_serde_json_writes() {
+        let mut every_control: String = (0u8..0x20).map(char::from).collect();
+        every_control.push_str("\u{7f} \"quoted\" back\\slash / é ✓ 😀");
+        for message in [
+            "",
+            "plain",
+            "Your \"IP\" is not allowed",
+            every_control.as_str(),
+        ] {
+            let expected =
+                serde_json::json!({"error": "some_code", "message": message}).to_string();
+            assert_eq!(
+                String::from_utf8(error_body("some_code", message)).unwrap(),
+                expected
+            );
+        }
+    }
 
     #[test]
     fn standard_body_is_json_with_code_and_message() {

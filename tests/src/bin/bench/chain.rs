@@ -147,18 +147,16 @@ fn bundle_built() -> bool {
     dist.join("palisade.wasm").exists()
 }
 
-pub fn group() -> Group {
-    let name = "chain";
-    let about = "six policies (ip-filter, cors, jwt-validation RS256 cached, client-id-enforcement, rate-limiting, json-threat-protection) + buffer, cross-origin POST of a small JSON order";
-    if !selected(name) {
-        return Group {
-            name,
-            about,
-            headers: vec![],
-            rows: vec![],
-            refused_body: None,
-        };
-    }
+/// What both chain groups send and configure: the six policies' configurations, the JWKS and
+/// client list they were made with, and the request's headers.
+struct Setup {
+    policies: Vec<(&'static str, Value)>,
+    jwks: String,
+    clients: Vec<String>,
+    headers: Vec<(&'static str, String)>,
+}
+
+fn setup() -> Setup {
     let keys: &'static oidc::TestKeys = Box::leak(Box::new(oidc::TestKeys::start()));
     let jwks = palisade_tests::http1(
         std::net::SocketAddr::from(([127, 0, 0, 1], keys.0.port())),
@@ -179,6 +177,49 @@ pub fn group() -> Group {
         &body,
         r#"{"order":{"id":"o-1234","items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}],"note":"leave at the door"}}"#,
     );
+    let headers = vec![
+        (":method", "POST".into()),
+        (":body-file", body.display().to_string()),
+        ("content-type", "application/json".into()),
+        ("origin", ORIGIN.into()),
+        ("authorization", format!("Bearer {token}")),
+        ("client_id", CLIENT.into()),
+    ];
+    Setup {
+        policies,
+        jwks,
+        clients,
+        headers,
+    }
+}
+
+/// The bundle's configuration for these members, in order.
+fn bundle_config(members: &[(&'static str, Value)]) -> String {
+    json!({"policies": members
+        .iter()
+        .map(|(policy, config)| json!({"policy": policy, "config": config}))
+        .collect::<Vec<_>>()})
+    .to_string()
+}
+
+pub fn group() -> Group {
+    let name = "chain";
+    let about = "six policies (ip-filter, cors, jwt-validation RS256 cached, client-id-enforcement, rate-limiting, json-threat-protection) + buffer, cross-origin POST of a small JSON order";
+    if !selected(name) {
+        return Group {
+            name,
+            about,
+            headers: vec![],
+            rows: vec![],
+            refused_body: None,
+        };
+    }
+    let Setup {
+        policies,
+        jwks,
+        clients,
+        headers,
+    } = setup();
 
     let mut separate: Vec<Filter> = policies
         .iter()
@@ -195,15 +236,11 @@ pub fn group() -> Group {
         .routed(),
     ];
     if bundle_built() {
-        let config = json!({"policies": policies
-            .iter()
-            .map(|(policy, config)| json!({"policy": policy, "config": config}))
-            .collect::<Vec<_>>()});
         rows.push(
             row(
                 "bundle: dist/palisade.wasm, the six in one filter + buffer",
                 Kind::Palisade,
-                vec![Filter::wasm("palisade", config.to_string()), buffer()],
+                vec![Filter::wasm("palisade", bundle_config(&policies)), buffer()],
             )
             .routed()
             .optional(),
@@ -215,15 +252,51 @@ pub fn group() -> Group {
     Group {
         name,
         about,
-        headers: vec![
-            (":method", "POST".into()),
-            (":body-file", body.display().to_string()),
-            ("content-type", "application/json".into()),
-            ("origin", ORIGIN.into()),
-            ("authorization", format!("Bearer {token}")),
-            ("client_id", CLIENT.into()),
-        ],
+        headers,
         rows,
         refused_body: None,
     }
+}
+
+/// Where the bundle's time goes: the bundle with the chain's first member, the first two, ...
+/// all six (one filter each row), so each row's CPU over the previous one is that member's
+/// cost inside the bundle. Run only when named (`bench.sh chain-members`).
+pub fn members_group() -> Group {
+    let name = "chain-members";
+    let about =
+        "the bundle with the chain's first 1, 2, ... 6 members + buffer, the chain's request";
+    let mut group = Group {
+        name,
+        about,
+        headers: vec![],
+        rows: vec![],
+        refused_body: None,
+    };
+    if !super::wanted().iter().any(|w| w == name) || !bundle_built() {
+        return group;
+    }
+    let Setup {
+        policies, headers, ..
+    } = setup();
+    group.headers = headers;
+    group
+        .rows
+        .push(row("bare Envoy + buffer", Kind::Bare, vec![buffer()]).routed());
+    for k in 1..=policies.len() {
+        let members = &policies[..k];
+        let label = members
+            .iter()
+            .map(|(policy, _)| *policy)
+            .collect::<Vec<_>>()
+            .join(" + ");
+        group.rows.push(
+            row(
+                &format!("bundle: {label} + buffer"),
+                Kind::Palisade,
+                vec![Filter::wasm("palisade", bundle_config(members)), buffer()],
+            )
+            .routed(),
+        );
+    }
+    group
 }

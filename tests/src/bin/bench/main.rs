@@ -17,7 +17,8 @@
 //! CPU µs/request (Envoy's user+system time over requests served) is the steadiest figure.
 //!
 //! Usage: `palisade-bench [group...]`; groups are policy names (default: all), plus `chain`
-//! (the six-policy chain) and `memory` (Envoy's RSS with each policy, 2 workers).
+//! (the six-policy chain) and `memory` (Envoy's RSS with each policy, 2 workers;
+//! `memory=ip-filter,chain` measures only those groups, with bare Envoy and the floor).
 
 use palisade_tests::{ClientTls, Filter, GatewayBuilder, MockServer, ServerTls};
 use std::process::Command;
@@ -202,12 +203,34 @@ fn wanted() -> Vec<String> {
     std::env::args().skip(1).collect()
 }
 
+/// The groups the memory pass measures: every group for `memory`, only the named ones for
+/// `memory=<group>,<group>` (bare Envoy and the floor are always measured); `None` when the
+/// command line asks for no memory pass.
+fn memory_groups() -> Option<Vec<String>> {
+    let mut pass: Option<Vec<String>> = None;
+    for w in wanted() {
+        if w == "memory" {
+            return Some(Vec::new());
+        }
+        if let Some(list) = w.strip_prefix("memory=") {
+            pass.get_or_insert_with(Vec::new)
+                .extend(list.split(',').filter(|n| !n.is_empty()).map(str::to_owned));
+        }
+    }
+    pass
+}
+
+/// Whether the memory pass measures group `name` (`memory_groups`: empty means every group).
+fn memory_selects(name: &str) -> bool {
+    memory_groups().is_some_and(|only| only.is_empty() || only.iter().any(|n| n == name))
+}
+
 /// Whether the command line selects group `name` (some groups are costly to build: a Node.js
-/// key server, thousands of signed tokens; they are left empty when not selected). The memory
-/// pass selects every group.
+/// key server, thousands of signed tokens; they are left empty when not selected), for its own
+/// benchmark or for the memory pass.
 pub fn selected(name: &str) -> bool {
     let wanted = wanted();
-    wanted.is_empty() || wanted.iter().any(|w| w == name || w == "memory")
+    wanted.is_empty() || wanted.iter().any(|w| w == name) || memory_selects(name)
 }
 
 mod basic_auth;
@@ -216,6 +239,7 @@ mod chain;
 mod client_certificate;
 mod client_id_enforcement;
 mod cors;
+mod host_calls;
 mod ip_filter;
 mod json_threat_protection;
 mod jwt_validation;
@@ -247,6 +271,8 @@ fn groups() -> Vec<Group> {
         xml_threat_protection::group(),
         xml_threat_protection::small_group(),
         chain::group(),
+        chain::members_group(),
+        host_calls::group(),
     ]
 }
 
@@ -681,7 +707,10 @@ fn measure_memory(groups: &[Group], report: &mut String) {
         ),
         &simple,
     );
-    for group in groups.iter().filter(|g| !g.rows.is_empty()) {
+    for group in groups
+        .iter()
+        .filter(|g| !g.rows.is_empty() && memory_selects(g.name))
+    {
         if seen.contains(&group.name) {
             continue;
         }
@@ -741,7 +770,7 @@ fn main() {
         with_floors(&mut group);
         measure_group(group, &mut report);
     }
-    if wanted.iter().any(|w| w == "memory") {
+    if memory_groups().is_some() {
         measure_memory(&groups, &mut report);
     }
     println!("{report}");
