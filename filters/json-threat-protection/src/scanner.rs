@@ -2,9 +2,11 @@
 //!
 //! Written by hand because no parser crate does what a threat check needs: `serde_json` and
 //! friends want the whole document (or a blocking reader) and recurse on nesting, while this
-//! scanner is fed chunks as Envoy delivers them, examines each byte exactly once, keeps no
-//! recursion and O(depth / 8) bytes of nesting state (a bit per level, plus a count per level
-//! only when a count limit is set), and stops at the first byte that breaks a limit.
+//! scanner is fed chunks as Envoy delivers them, examines each byte at most twice (whole
+//! tokens at a time in [`tokens`], which hands a token it cannot take whole to the resumable
+//! per-byte machine below, that reads it again from its first byte), keeps no recursion and
+//! O(depth / 8) bytes of nesting state (a bit per level, plus a count per level only when a
+//! count limit is set), and stops at the first byte that breaks a limit.
 //!
 //! It accepts exactly RFC 8259 JSON text (any value at top level, surrounded by whitespace),
 //! in UTF-8: control characters in strings, invalid escapes, invalid UTF-8, leading zeros,
@@ -17,6 +19,7 @@
 //! escape is one); entry counts are per object, element counts per array.
 
 mod runs;
+mod tokens;
 
 use palisade_kit::body::{BodyScanner, Latch, Violation};
 use runs::{run_until, Digits, PlainString, Whitespace};
@@ -68,6 +71,24 @@ enum State {
     Literal(&'static [u8], u8),
     /// The top-level value is complete: only whitespace may follow.
     End,
+}
+
+impl State {
+    /// Between two tokens, where whitespace may come and the token path ([`tokens`]) works.
+    #[inline(always)]
+    fn between_tokens(self) -> bool {
+        matches!(
+            self,
+            State::Start
+                | State::Value
+                | State::ArrayFirst
+                | State::ObjectFirst
+                | State::Key
+                | State::Colon
+                | State::AfterValue
+                | State::End
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,9 +245,9 @@ impl JsonScanner {
         }
     }
 
-    /// A value starts at `at` (inside an array this is a new element).
+    /// A value starts at `at`: inside an array, a new element.
     #[inline(always)]
-    fn begin_value(&mut self, b: u8, at: u64) -> R {
+    fn count_element(&mut self, at: u64) -> R {
         if self.stack.top() == Some(false) {
             if let Some(max) = self.limits.max_elements {
                 self.count += 1;
@@ -235,6 +256,13 @@ impl JsonScanner {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A value starts at `at` with `b`.
+    #[inline(always)]
+    fn begin_value(&mut self, b: u8, at: u64) -> R {
+        self.count_element(at)?;
         self.state = match b {
             b'{' | b'[' => {
                 let depth = self.stack.len + 1;
@@ -367,6 +395,12 @@ impl JsonScanner {
     fn step(&mut self, chunk: &[u8]) -> R {
         let mut i = 0;
         while i < chunk.len() {
+            if self.state.between_tokens() {
+                i = self.tokens(chunk, i)?;
+                if i == chunk.len() {
+                    break;
+                }
+            }
             let b = chunk[i];
             let at = self.base + i as u64;
             match self.state {
