@@ -98,7 +98,11 @@ pub fn xml_parser_agreement(data: &[u8]) {
     let ours = scan(Limits::default(), data);
     let theirs = roxmltree::Document::parse(text);
     if let (Ok(()), Err(e)) = (&ours, &theirs) {
-        if !namespace_only(e) {
+        // Names with a colon are XML 1.0 names whatever the colon's place (`r:`, `:a`, `a:b:c`)
+        // but not namespace-qualified names: if the document parses with every colon made a
+        // plain name character, the refusal was about namespaces only.
+        let without_colons = text.replace(':', "_");
+        if !namespace_only(e) && roxmltree::Document::parse(&without_colons).is_err() {
             panic!("the scanner accepts what a parser refuses ({e}): {text:?}")
         }
     }

@@ -34,9 +34,46 @@ use prolog::{Decl, DeclState};
 use runs::run_until;
 use std::collections::{HashMap, HashSet};
 
-/// Sets of name hashes keep std's randomly keyed hasher: with a fixed one, crafted names could
-/// collide in the table and make a start tag with many attributes quadratic.
-type NameSet = HashSet<u64>;
+/// The attribute-name hashes of one start tag: the first few in an array searched linearly
+/// (most tags have a handful of attributes; hashing each name with std's keyed hasher cost more
+/// than the compares), the rest in a set. The set keeps std's randomly keyed hasher: with a
+/// fixed one, crafted names could collide in the table and make a start tag with many
+/// attributes quadratic.
+#[derive(Debug, Default)]
+struct AttributeNames {
+    few: [u64; AttributeNames::FEW],
+    len: usize,
+    more: HashSet<u64>,
+}
+
+impl AttributeNames {
+    const FEW: usize = 8;
+
+    /// Adds `hash`; false when it was already there.
+    #[inline(always)]
+    fn insert(&mut self, hash: u64) -> bool {
+        let few = self.few.get(..self.len).unwrap_or_default();
+        if few.contains(&hash) {
+            return false;
+        }
+        match self.few.get_mut(self.len) {
+            Some(slot) => {
+                *slot = hash;
+                self.len += 1;
+                true
+            }
+            None => self.more.insert(hash),
+        }
+    }
+
+    #[inline(always)]
+    fn clear(&mut self) {
+        self.len = 0;
+        if !self.more.is_empty() {
+            self.more.clear();
+        }
+    }
+}
 
 /// Internal results carry the violation boxed: one pointer, returned in a register, where a
 /// whole `Violation` would be written to memory on every character.
@@ -201,6 +238,32 @@ fn hash_ascii(s: &[u8]) -> u64 {
     s.iter().fold(FNV_OFFSET, |h, &b| fnv(h, u32::from(b)))
 }
 
+/// What `XmlScanner::xmlns` is after the attribute name `name`: 6 when it starts with
+/// `xmlns:`, its length while it is a prefix of `xmlns:`, otherwise 0xff (no match).
+fn xmlns_matched(name: &[u8]) -> u8 {
+    let prefix = b"xmlns:";
+    let m = name.iter().zip(prefix).take_while(|(a, b)| a == b).count();
+    if m == prefix.len() {
+        6
+    } else if m == name.len() {
+        m as u8
+    } else {
+        0xff
+    }
+}
+
+/// A byte that goes on with an attribute value quoted by `quote` with no per-character work.
+#[inline(always)]
+fn in_value(c: u8, quote: u8) -> bool {
+    plain(c) && !matches!(c, b'<' | b'&') && c != quote
+}
+
+/// Whether every byte of a run of plain ASCII is whitespace.
+#[inline(always)]
+fn blank(run: &[u8]) -> bool {
+    run.iter().all(|&c| is_ws(u32::from(c)))
+}
+
 /// How many bytes at the start of `rest` satisfy `f`.
 #[inline(always)]
 fn run_len(rest: &[u8], f: impl Fn(u8) -> bool) -> usize {
@@ -280,7 +343,7 @@ pub struct XmlScanner {
     /// The current start tag's attribute and namespace counts and attribute names.
     attributes: u64,
     namespaces: u64,
-    attribute_names: NameSet,
+    attribute_names: AttributeNames,
     attr_quote: u8,
     value_len: u64,
     comment_len: u64,
@@ -319,7 +382,7 @@ impl XmlScanner {
             ascii_only: false,
             attributes: 0,
             namespaces: 0,
-            attribute_names: NameSet::default(),
+            attribute_names: AttributeNames::default(),
             attr_quote: 0,
             value_len: 0,
             comment_len: 0,
@@ -461,6 +524,16 @@ impl XmlScanner {
 
     /// A name ended at `c` (not a name character).
     fn name_end(&mut self, of: NameOf, c: u32) -> R {
+        if self.name_ended(of, c)? {
+            self.on_char(c)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// What the end of a name at `c` (not a name character) does, but for `c` itself: true
+    /// when `c` belongs to what follows (the new state), false when it closed the name (`;`).
+    fn name_ended(&mut self, of: NameOf, c: u32) -> R<bool> {
         if self.name_len == 0 {
             return Err(self.bad(describe(c)));
         }
@@ -483,24 +556,7 @@ impl XmlScanner {
                 self.state = State::EndTag;
             }
             NameOf::Attribute => {
-                if !self.attribute_names.insert(hash) {
-                    return Err(self.bad("duplicate attribute"));
-                }
-                if (self.xmlns == 5 && self.name_len == 5) || self.xmlns == 6 {
-                    self.namespaces += 1;
-                    self.check(
-                        self.namespaces,
-                        self.limits.max_namespaces,
-                        "maxNamespaceCountPerElement",
-                    )?;
-                } else {
-                    self.attributes += 1;
-                    self.check(
-                        self.attributes,
-                        self.limits.max_attributes,
-                        "maxAttributeCountPerElement",
-                    )?;
-                }
+                self.attribute_named()?;
                 self.state = State::Eq;
             }
             NameOf::PiTarget { in_dtd } => {
@@ -523,11 +579,35 @@ impl XmlScanner {
                 if c != u32::from(b';') {
                     return Err(self.bad("invalid reference"));
                 }
-                return self.entity_reference(within);
+                self.entity_reference(within)?;
+                return Ok(false);
             }
         }
         // The character that ended the name belongs to what follows.
-        self.on_char(c)
+        Ok(true)
+    }
+
+    /// An attribute name (`name_hash`, `name_len`, `xmlns`) ends: unique in its tag, counted
+    /// as an attribute or a namespace declaration.
+    fn attribute_named(&mut self) -> R {
+        if !self.attribute_names.insert(self.name_hash) {
+            return Err(self.bad("duplicate attribute"));
+        }
+        if (self.xmlns == 5 && self.name_len == 5) || self.xmlns == 6 {
+            self.namespaces += 1;
+            self.check(
+                self.namespaces,
+                self.limits.max_namespaces,
+                "maxNamespaceCountPerElement",
+            )
+        } else {
+            self.attributes += 1;
+            self.check(
+                self.attributes,
+                self.limits.max_attributes,
+                "maxAttributeCountPerElement",
+            )
+        }
     }
 
     fn name_char(&mut self, of: NameOf, c: u32) -> R {
@@ -858,81 +938,237 @@ impl XmlScanner {
         }
     }
 
-    /// Consumes a run of plain ASCII bytes from `chunk[start..]` when the state allows it
-    /// (character data, CDATA, comments, attribute values, the rest of a name); returns how
-    /// many bytes it consumed (0: none, the byte needs the full state machine).
-    fn fast_run(&mut self, chunk: &[u8], start: usize) -> R<usize> {
-        let rest = chunk.get(start..).unwrap_or_default();
-        let at = self.base + start as u64;
-        let len = |f: fn(u8) -> bool| run_len(rest, f);
-        match self.state {
-            State::Content => {
-                let n = run_until::<runs::Text>(rest);
-                if n > 0 {
-                    let before = self.text_len;
-                    self.run_limit(before, n, self.limits.max_text, "maxTextLength", at)?;
-                    self.text_len += n as u64;
-                    self.text_brackets = 0;
-                    if rest[..n].iter().any(|&c| !is_ws(u32::from(c))) {
-                        self.text_nonblank = true;
-                    }
+    /// The rest of a start tag from `chunk[start..]`, in state `Tag { space }`: whitespace,
+    /// then attributes written in plain ASCII (`name="value"`), read one after the other
+    /// rather than a state per byte, up to `>`. Stops, with the state of where it stopped,
+    /// at the end of the chunk and at whatever else (`/`, a reference, a non-ASCII byte, a
+    /// syntax error), which `on_char` then handles as before; returns the bytes consumed.
+    /// Each step is exactly what `on_char` would do, limits reported at the same byte.
+    fn tag(&mut self, chunk: &[u8], start: usize, mut space: bool) -> R<usize> {
+        let ws = |c: u8| is_ws(u32::from(c));
+        let mut i = start;
+        loop {
+            let blanks = run_len(chunk.get(i..).unwrap_or_default(), ws);
+            i += blanks;
+            space |= blanks > 0;
+            self.state = State::Tag { space };
+            let Some(&b) = chunk.get(i) else {
+                return Ok(i - start);
+            };
+            if b == b'>' {
+                self.state = State::Content;
+                return Ok(i + 1 - start);
+            }
+            if !space || b >= 0x80 || !is_name_start(u32::from(b)) {
+                return Ok(i - start);
+            }
+            // The attribute's name: its ASCII name characters.
+            let name_at = i;
+            let mut hash = FNV_OFFSET;
+            while let Some(&c) = chunk.get(i) {
+                if c >= 0x80 || !is_name_char(u32::from(c)) {
+                    break;
                 }
-                Ok(n)
+                hash = fnv(hash, u32::from(c));
+                i += 1;
             }
-            State::CData { brackets: 0 } => {
-                let n = run_until::<runs::CData>(rest);
-                if n > 0 {
-                    let before = self.text_len;
-                    self.run_limit(before, n, self.limits.max_text, "maxTextLength", at)?;
-                    self.text_len += n as u64;
-                    if rest[..n].iter().any(|&c| !is_ws(u32::from(c))) {
-                        self.text_nonblank = true;
-                    }
-                }
-                Ok(n)
+            let name = chunk.get(name_at..i).unwrap_or_default();
+            let at = self.base + name_at as u64;
+            self.run_limit(0, name.len(), self.limits.max_name, "maxNameLength", at)?;
+            self.name_hash = hash;
+            self.name_len = name.len() as u64;
+            self.xmlns = xmlns_matched(name);
+            self.state = State::Name(NameOf::Attribute);
+            match chunk.get(i) {
+                // The name ends at a plain byte; a non-ASCII one may go on with the name, a
+                // control character is refused before it ends anything: `step` reads those.
+                Some(&c) if plain(c) => {}
+                _ => return Ok(i - start),
             }
-            State::Comment { dashes: 0, .. } => {
-                let n = run_until::<runs::Comment>(rest);
-                let before = self.comment_len;
-                self.run_limit(before, n, self.limits.max_comment, "maxCommentLength", at)?;
-                self.comment_len += n as u64;
-                Ok(n)
+            self.char_at = self.base + i as u64;
+            self.attribute_named()?;
+            self.state = State::Eq;
+            i += run_len(chunk.get(i..).unwrap_or_default(), ws);
+            if chunk.get(i) != Some(&b'=') {
+                return Ok(i - start);
             }
-            State::AttrValue => {
-                let quote = self.attr_quote;
-                let n = rest
-                    .iter()
-                    .position(|&c| !plain(c) || matches!(c, b'<' | b'&') || c == quote)
-                    .unwrap_or(rest.len());
-                let before = self.value_len;
-                let max = self.limits.max_attribute_length;
-                self.run_limit(before, n, max, "maxAttributeLength", at)?;
-                self.value_len += n as u64;
-                Ok(n)
+            i += 1;
+            self.state = State::Quote;
+            i += run_len(chunk.get(i..).unwrap_or_default(), ws);
+            let quote = match chunk.get(i) {
+                Some(&q @ (b'"' | b'\'')) => q,
+                _ => return Ok(i - start),
+            };
+            i += 1;
+            self.value_len = 0;
+            self.attr_quote = quote;
+            self.state = State::AttrValue;
+            let value = chunk.get(i..).unwrap_or_default();
+            let n = run_len(value, |c| in_value(c, quote));
+            let max = self.limits.max_attribute_length;
+            self.run_limit(0, n, max, "maxAttributeLength", self.base + i as u64)?;
+            self.value_len = n as u64;
+            i += n;
+            if chunk.get(i) != Some(&quote) {
+                return Ok(i - start);
             }
-            State::Name(NameOf::Element | NameOf::EndTag | NameOf::Attribute)
-                if self.name_len > 0
-                    && !(matches!(self.state, State::Name(NameOf::Attribute))
-                        && self.xmlns != 0xff
-                        && self.xmlns != 6) =>
-            {
-                let n = len(|c| c < 0x80 && is_name_char(u32::from(c)));
-                let before = self.name_len;
-                self.run_limit(before, n, self.limits.max_name, "maxNameLength", at)?;
-                for &c in &rest[..n] {
-                    self.name_hash = fnv(self.name_hash, u32::from(c));
-                }
-                self.name_len += n as u64;
-                Ok(n)
-            }
-            _ => Ok(0),
+            i += 1;
+            space = false;
         }
+    }
+
+    /// Consumes plain ASCII bytes from `chunk[start..]`, the first of which is plain, and
+    /// returns how many (at least one). What the general loop in `step` does for such bytes,
+    /// without its UTF-8 and character-class work: runs (character data, CDATA, comment text,
+    /// attribute values, the rest of a name) in bulk, the common one-byte steps of tags and
+    /// text (`<`, whitespace, `=`, quotes, `>`) here, every other byte to [`Self::on_char`].
+    /// Each step here is exactly what `on_char` would do with that byte; states reached here
+    /// all follow a `<`, so `started` is already set.
+    fn ascii(&mut self, chunk: &[u8], start: usize) -> R<usize> {
+        let mut i = start;
+        while let Some(&b) = chunk.get(i) {
+            if !plain(b) {
+                break;
+            }
+            let rest = chunk.get(i..).unwrap_or_default();
+            let at = self.base + i as u64;
+            match self.state {
+                State::Content => {
+                    let n = run_until::<runs::Text>(rest);
+                    if n > 0 {
+                        let before = self.text_len;
+                        self.run_limit(before, n, self.limits.max_text, "maxTextLength", at)?;
+                        self.text_len += n as u64;
+                        self.text_brackets = 0;
+                        if !self.text_nonblank && !blank(&rest[..n]) {
+                            self.text_nonblank = true;
+                        }
+                        i += n;
+                        continue;
+                    }
+                    if b == b'<' {
+                        self.state = State::Lt;
+                        i += 1;
+                        continue;
+                    }
+                }
+                State::CData { brackets: 0 } => {
+                    let n = run_until::<runs::CData>(rest);
+                    if n > 0 {
+                        let before = self.text_len;
+                        self.run_limit(before, n, self.limits.max_text, "maxTextLength", at)?;
+                        self.text_len += n as u64;
+                        if !self.text_nonblank && !blank(&rest[..n]) {
+                            self.text_nonblank = true;
+                        }
+                        i += n;
+                        continue;
+                    }
+                }
+                State::Comment { dashes: 0, .. } => {
+                    let n = run_until::<runs::Comment>(rest);
+                    if n > 0 {
+                        let before = self.comment_len;
+                        let max = self.limits.max_comment;
+                        self.run_limit(before, n, max, "maxCommentLength", at)?;
+                        self.comment_len += n as u64;
+                        i += n;
+                        continue;
+                    }
+                }
+                State::AttrValue => {
+                    let quote = self.attr_quote;
+                    let n = run_len(rest, |c| in_value(c, quote));
+                    if n > 0 {
+                        let before = self.value_len;
+                        let max = self.limits.max_attribute_length;
+                        self.run_limit(before, n, max, "maxAttributeLength", at)?;
+                        self.value_len += n as u64;
+                        i += n;
+                        continue;
+                    }
+                    if b == quote {
+                        self.state = State::Tag { space: false };
+                        i += 1;
+                        continue;
+                    }
+                }
+                State::Name(
+                    of @ (NameOf::Element | NameOf::EndTag | NameOf::Attribute | NameOf::Ref(_)),
+                ) if self.name_len > 0
+                    && (of != NameOf::Attribute || self.xmlns == 0xff || self.xmlns == 6) =>
+                {
+                    let mut hash = self.name_hash;
+                    let mut n = 0;
+                    for &c in rest {
+                        if c >= 0x80 || !is_name_char(u32::from(c)) {
+                            break;
+                        }
+                        hash = fnv(hash, u32::from(c));
+                        n += 1;
+                    }
+                    if n > 0 {
+                        let before = self.name_len;
+                        self.run_limit(before, n, self.limits.max_name, "maxNameLength", at)?;
+                        self.name_hash = hash;
+                        self.name_len += n as u64;
+                        i += n;
+                        continue;
+                    }
+                    // `b` ends the name (what `name_char` finds for a non-name character);
+                    // unless it closed the name, the next turn reads it in the new state.
+                    self.char_at = at;
+                    if !self.name_ended(of, u32::from(b))? {
+                        i += 1;
+                    }
+                    continue;
+                }
+                State::Tag { space } => {
+                    let n = self.tag(chunk, i, space)?;
+                    if n > 0 {
+                        i += n;
+                        continue;
+                    }
+                }
+                State::Eq | State::Quote | State::EndTag if is_ws(u32::from(b)) => {
+                    i += 1;
+                    continue;
+                }
+                State::Eq if b == b'=' => {
+                    self.state = State::Quote;
+                    i += 1;
+                    continue;
+                }
+                State::Quote if matches!(b, b'"' | b'\'') => {
+                    self.value_len = 0;
+                    self.attr_quote = b;
+                    self.state = State::AttrValue;
+                    i += 1;
+                    continue;
+                }
+                State::EndTag if b == b'>' => {
+                    self.after_element();
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            self.char_at = at;
+            self.on_char(u32::from(b))?;
+            self.started = true;
+            i += 1;
+        }
+        Ok(i - start)
     }
 
     fn step(&mut self, chunk: &[u8]) -> R {
         let mut i = 0;
         while i < chunk.len() {
             let b = chunk[i];
+            if self.utf8_left == 0 && plain(b) {
+                i += self.ascii(chunk, i)?;
+                continue;
+            }
             let at = self.base + i as u64;
             i += 1;
             if self.utf8_left > 0 {
@@ -947,12 +1183,6 @@ impl XmlScanner {
                 }
             } else {
                 self.char_at = at;
-                // Fast paths: runs of plain ASCII that need no per-character work.
-                let run = self.fast_run(chunk, i - 1)?;
-                if run > 0 {
-                    i += run - 1;
-                    continue;
-                }
                 let (n, lo, hi) = match b {
                     0x00..=0x7f => (0, 0, 0),
                     0xc2..=0xdf => (1, 0x80, 0xbf),
