@@ -8,7 +8,6 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET"; then
   rustup target add "$WASM_TARGET"
 fi
 
-ensure_wasm_c_toolchain
 if [ -n "${POLICIES:-}" ]; then read -r -a names <<< "$POLICIES"; else mapfile -t names < <(policies); fi
 # The bundle (filters/palisade) links every policy with its `bundled` feature (no entry point of
 # its own). Cargo unifies features within one build, so the bundle is built on its own: built

@@ -31,8 +31,3 @@ ensure_apt() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# `ring` (jwt-validation's RSA) compiles C for wasm32-wasip1: that takes clang (gcc has no wasm
-# target) and llvm-ar (GNU ar cannot index wasm objects for the linker).
-ensure_wasm_c_toolchain() {
-  command -v clang >/dev/null 2>&1 && command -v llvm-ar >/dev/null 2>&1 || ensure_apt clang llvm
-}

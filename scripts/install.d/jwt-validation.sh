@@ -13,4 +13,3 @@ if [ ! -d "$ROOT/tests/oidc/node_modules/oidc-provider" ] || [ ! -d "$ROOT/tests
   log "installing the test OpenID Provider (npm ci in tests/oidc)"
   npm ci --prefix "$ROOT/tests/oidc" --no-audit --no-fund
 fi
-ensure_wasm_c_toolchain

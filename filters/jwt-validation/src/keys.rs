@@ -3,16 +3,18 @@
 //! A key only ever verifies with algorithms of its own type: an RSA JWK becomes RSA verifiers, an
 //! EC JWK an ECDSA verifier for its curve, the configured HMAC secret the HMAC verifiers. So an
 //! RSA public key can never be used as an HMAC secret, whatever a token's header says. The
-//! cryptography compiles to wasm32-wasip1: `ring` for RSA (PKCS#1 v1.5 and PSS; its C code is
-//! built by clang, and in V8 it verifies RS256 in about half the time of the pure-Rust `rsa`
-//! 0.10: BENCHMARKS.md, "Compiling crypto for speed"), `jwt-simple` (pure Rust) for ECDSA,
-//! Ed25519 and HMAC.
+//! cryptography is pure Rust: [`crate::rsa`] for RSA (PKCS#1 v1.5 and PSS, with each key's
+//! Montgomery context kept from the JWKS parse), `p256` / `p384` for ECDSA (each key parsed
+//! once), `jwt-simple` for Ed25519 and HMAC.
 
+use crate::ecdsa::{P256Key, P384Key};
+use crate::rsa::{Hash, RsaKey, Scheme};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jwt_simple::prelude::*;
-use ring::signature::{self as rsa_alg, RsaParameters, RsaPublicKeyComponents};
 use serde::Deserialize;
+use sha2::{Digest, Sha256, Sha384};
+use std::sync::Arc;
 
 /// A JWS signature algorithm Palisade verifies. `none` is deliberately absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,10 +99,10 @@ impl Algorithm {
 /// One typed verification key.
 #[derive(Clone)]
 enum Verifier {
-    /// RS256 to PS512: the key and `ring`'s parameters for the algorithm.
-    Rsa(RsaKey, &'static RsaParameters),
-    Es256(ES256PublicKey),
-    Es384(ES384PublicKey),
+    /// RS256 to PS512: the key (shared by its algorithms) and the algorithm's scheme.
+    Rsa(Arc<RsaKey>, Scheme),
+    Es256(P256Key),
+    Es384(P384Key),
     EdDsa(Ed25519PublicKey),
     Hs256(HS256Key),
     Hs384(HS384Key),
@@ -122,14 +124,37 @@ pub struct Key {
 pub struct VerifyError(pub String);
 
 impl Key {
-    /// Checks the token's signature (with `jwt-simple`, also its structural and time checks
-    /// with `options`; the caller checks the header and claims itself for every algorithm).
+    /// Checks the token's signature (for EdDSA and HMAC through `jwt-simple`, also its
+    /// structural and time checks with `options`; the caller checks the header and claims
+    /// itself for every algorithm).
     pub fn verify(&self, token: &str, options: VerificationOptions) -> Result<(), VerifyError> {
         let o = Some(options);
         let result = match &self.verifier {
-            Verifier::Rsa(k, params) => return k.verify(params, token),
-            Verifier::Es256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
-            Verifier::Es384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
+            Verifier::Rsa(k, scheme) => {
+                let (signed, signature) = split_signature(token)?;
+                return k
+                    .verify(*scheme, signed.as_bytes(), &signature)
+                    .then_some(())
+                    .ok_or_else(|| VerifyError("RSA signature did not verify".into()));
+            }
+            // ECDSA without jwt-simple, which decoded the token and its claims a second time;
+            // the same key parse and signature checks (crate::ecdsa).
+            Verifier::Es256(k) => {
+                let (signed, signature) = split_signature(token)?;
+                let digest = Sha256::digest(signed.as_bytes());
+                return k
+                    .verify_prehash(&digest, &signature)
+                    .then_some(())
+                    .ok_or_else(|| VerifyError("ECDSA signature did not verify".into()));
+            }
+            Verifier::Es384(k) => {
+                let (signed, signature) = split_signature(token)?;
+                let digest = Sha384::digest(signed.as_bytes());
+                return k
+                    .verify_prehash(&digest, &signature)
+                    .then_some(())
+                    .ok_or_else(|| VerifyError("ECDSA signature did not verify".into()));
+            }
             Verifier::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             Verifier::Hs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             Verifier::Hs384(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
@@ -139,62 +164,15 @@ impl Key {
     }
 }
 
-/// An RSA public key: modulus and exponent, big-endian without leading zeros (as `ring` takes
-/// them), checked once when the JWKS is parsed.
-#[derive(Clone)]
-struct RsaKey {
-    n: Box<[u8]>,
-    e: Box<[u8]>,
-}
-
-impl RsaKey {
-    /// The largest public exponent accepted (`ring`'s limit, and the `rsa` crate's: a huge
-    /// exponent makes every verification expensive).
-    const MAX_EXPONENT: u64 = (1 << 33) - 1;
-
-    /// Checks what `ring` requires of a verification key (2048 to 8192 bits, odd modulus, odd
-    /// exponent from 3 to 2^33 - 1), so a broken key is refused with the JWKS rather than
-    /// failing every token.
-    fn new(n: &[u8], e: &[u8]) -> Result<RsaKey, String> {
-        let minimal = |b: &[u8]| -> Box<[u8]> {
-            let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
-            b[start..].into()
-        };
-        let (n, e) = (minimal(n), minimal(e));
-        let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
-        if bits < 2048 {
-            return Err("RSA keys shorter than 2048 bits are not accepted".into());
-        }
-        if bits > 8192 {
-            return Err("invalid RSA key: the modulus is longer than 8192 bits".into());
-        }
-        if n.last().is_some_and(|b| b % 2 == 0) {
-            return Err("invalid RSA key: the modulus is even".into());
-        }
-        let exponent = (e.len() <= 8)
-            .then(|| e.iter().fold(0u64, |v, &b| v << 8 | u64::from(b)))
-            .filter(|&v| v % 2 == 1 && (3..=Self::MAX_EXPONENT).contains(&v));
-        if exponent.is_none() {
-            return Err("invalid RSA key: the exponent must be odd, from 3 to 2^33 - 1".into());
-        }
-        Ok(RsaKey { n, e })
-    }
-
-    /// Verifies the JWS signature of a compact token (over `header.payload`).
-    fn verify(&self, params: &'static RsaParameters, token: &str) -> Result<(), VerifyError> {
-        let (signed, signature) = token
-            .rsplit_once('.')
-            .ok_or_else(|| VerifyError("not a compact JWS".into()))?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| VerifyError("signature is not base64url".into()))?;
-        let key = RsaPublicKeyComponents {
-            n: &*self.n,
-            e: &*self.e,
-        };
-        key.verify(params, signed.as_bytes(), &signature)
-            .map_err(|_| VerifyError("RSA signature did not verify".into()))
-    }
+/// A compact JWS's signed part (`header.payload`) and its decoded signature.
+fn split_signature(token: &str) -> Result<(&str, Vec<u8>), VerifyError> {
+    let (signed, signature) = token
+        .rsplit_once('.')
+        .ok_or_else(|| VerifyError("not a compact JWS".into()))?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| VerifyError("signature is not base64url".into()))?;
+    Ok((signed, signature))
 }
 
 /// The keys a token may be verified with.
@@ -365,18 +343,17 @@ fn add_jwk(keys: &mut Vec<Key>, jwk: &RawJwk, algorithms: &[Algorithm]) -> Resul
             if wanted.is_empty() {
                 return Ok(());
             }
-            let public = RsaKey::new(&b64(&jwk.n, "n")?, &b64(&jwk.e, "e")?)?;
+            let public = Arc::new(RsaKey::new(&b64(&jwk.n, "n")?, &b64(&jwk.e, "e")?)?);
             for alg in wanted {
-                // PSS with a salt as long as the hash, as JWA (RFC 7518 section 3.5) requires.
-                let params = match alg {
-                    Algorithm::RS256 => &rsa_alg::RSA_PKCS1_2048_8192_SHA256,
-                    Algorithm::RS384 => &rsa_alg::RSA_PKCS1_2048_8192_SHA384,
-                    Algorithm::RS512 => &rsa_alg::RSA_PKCS1_2048_8192_SHA512,
-                    Algorithm::PS256 => &rsa_alg::RSA_PSS_2048_8192_SHA256,
-                    Algorithm::PS384 => &rsa_alg::RSA_PSS_2048_8192_SHA384,
-                    _ => &rsa_alg::RSA_PSS_2048_8192_SHA512,
+                let scheme = match alg {
+                    Algorithm::RS256 => Scheme::Pkcs1(Hash::Sha256),
+                    Algorithm::RS384 => Scheme::Pkcs1(Hash::Sha384),
+                    Algorithm::RS512 => Scheme::Pkcs1(Hash::Sha512),
+                    Algorithm::PS256 => Scheme::Pss(Hash::Sha256),
+                    Algorithm::PS384 => Scheme::Pss(Hash::Sha384),
+                    _ => Scheme::Pss(Hash::Sha512),
                 };
-                push(alg, Verifier::Rsa(public.clone(), params));
+                push(alg, Verifier::Rsa(public.clone(), scheme));
             }
         }
         "EC" => {
@@ -398,9 +375,9 @@ fn add_jwk(keys: &mut Vec<Key>, jwk: &RawJwk, algorithms: &[Algorithm]) -> Resul
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
             let v = if alg == Algorithm::ES256 {
-                Verifier::Es256(ES256PublicKey::from_bytes(&point).map_err(bad)?)
+                Verifier::Es256(P256Key::from_sec1_bytes(&point)?)
             } else {
-                Verifier::Es384(ES384PublicKey::from_bytes(&point).map_err(bad)?)
+                Verifier::Es384(P384Key::from_sec1_bytes(&point)?)
             };
             push(alg, v);
         }

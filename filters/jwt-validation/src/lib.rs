@@ -10,8 +10,10 @@
 
 pub mod cache;
 pub mod config;
+pub mod ecdsa;
 pub mod jwks;
 pub mod keys;
+pub mod rsa;
 pub mod verify;
 
 use cache::VerifyCache;
