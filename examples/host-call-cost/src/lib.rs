@@ -104,7 +104,8 @@ mod filter {
                 self.counter = id;
             }
             // The entry `shared_get` reads: as long as a rate-limiting slot.
-            self.set_shared_data(SHARED_KEY, Some(&[7u8; 48]), None).is_ok()
+            self.set_shared_data(SHARED_KEY, Some(&[7u8; 48]), None)
+                .is_ok()
         }
 
         fn get_type(&self) -> Option<ContextType> {
@@ -182,7 +183,14 @@ mod tests {
         for (name, kind) in Kind::ALL {
             assert_eq!(parse(format!("{name}:20").as_bytes()), Ok((kind, 20)));
         }
-        for bad in ["", "header", "header:0", "header:1001", "headr:5", "header:x"] {
+        for bad in [
+            "",
+            "header",
+            "header:0",
+            "header:1001",
+            "headr:5",
+            "header:x",
+        ] {
             assert!(parse(bad.as_bytes()).is_err(), "{bad}");
         }
     }

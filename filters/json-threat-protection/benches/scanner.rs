@@ -3,9 +3,11 @@
 //! `records` (short keys, numbers, literals: structure-heavy) and `text` (long string values:
 //! what bulk classification skips).
 //!
-//! Natively: `cargo bench -p json-threat-protection`. In V8, which is what Envoy runs: build it
-//! for wasm (`cargo build --release --target wasm32-wasip1 -p json-threat-protection --benches`)
-//! and run, from the repository root, `node --no-liftoff scripts/wasi-bench.mjs target/wasm32-wasip1/release/deps/scanner-*.wasm`.
+//! Natively: `cargo bench -p json-threat-protection [-- records|text]` (the argument keeps only
+//! that document). In V8, which is what Envoy runs: build it for wasm (`cargo build --release
+//! --target wasm32-wasip1 -p json-threat-protection --bench scanner`) and run, from the
+//! repository root, `node --no-liftoff scripts/wasi-bench.mjs target/wasm32-wasip1/release/deps/scanner-*.wasm`
+//! (every document).
 //! The timing loop is here rather than the kit's `body::testing::mb_per_s` because that module
 //! is native-only and this benchmark also runs in wasm.
 
@@ -64,9 +66,18 @@ fn main() {
         max_elements: Some(100_000),
         reject_duplicate_keys: false,
     };
+    // An optional argument keeps only the documents whose name contains it (`records`,
+    // `text`), for quicker before/after comparisons; `cargo bench` adds a `--bench` flag.
+    let only = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_default();
     println!("| document | scanner (whole) MB/s | scanner (16 KiB chunks) MB/s | serde_json IgnoredAny MB/s | scanner / serde_json |");
     println!("|---|---:|---:|---:|---:|");
     for (name, make) in [("records", records as fn(usize) -> String), ("text", text)] {
+        if !name.contains(only.as_str()) {
+            continue;
+        }
         for size in [10_000, 1_000_000] {
             let doc = make(size);
             let bytes = doc.as_bytes();

@@ -123,6 +123,9 @@ impl Num {
 struct BitStack {
     words: Vec<u64>,
     len: u64,
+    /// The innermost level's kind, kept beside the bits: every `,` and array element asks
+    /// for it, and a field read is cheaper than indexing the words each time.
+    innermost: Option<bool>,
 }
 
 impl BitStack {
@@ -139,15 +142,21 @@ impl BitStack {
             }
         }
         self.len += 1;
+        self.innermost = Some(object);
     }
 
     fn pop(&mut self) {
         self.len = self.len.saturating_sub(1);
+        self.innermost = self.read_top();
     }
 
     /// Whether the innermost open container is an object (`None` at top level).
     #[inline(always)]
     fn top(&self) -> Option<bool> {
+        self.innermost
+    }
+
+    fn read_top(&self) -> Option<bool> {
         let i = self.len.checked_sub(1)?;
         let w = self.words.get((i / 64) as usize)?;
         Some(w & (1 << (i % 64)) != 0)
@@ -575,13 +584,7 @@ impl JsonScanner {
                     self.state = State::Value;
                 }
                 State::AfterValue => match b {
-                    b',' => {
-                        self.state = if self.stack.top() == Some(true) {
-                            State::Key
-                        } else {
-                            State::Value
-                        };
-                    }
+                    b',' => self.state = self.after_comma(),
                     b']' | b'}' => self.close(b, at)?,
                     _ => return Err(malformed(at, describe(b))),
                 },

@@ -5,16 +5,17 @@
 //! variable-base multiplication (`lincomb_vartime`: a full chain of point doublings, plus a
 //! table of each point built per call) and use their precomputed generator table only for
 //! signing. No crate keeps a table for a verification key, so this module builds one, spaced as
-//! the crates' generator table is (one `LookupTable` of 1Q..8Q per two radix-16 digits), and
-//! multiplies both points by table lookups and additions alone. The field and point arithmetic,
+//! the crates' generator table is (one `LookupTable` of 1Q..8Q per two radix-16 digits), builds
+//! the generator's the same way, and multiplies both points by table lookups and additions
+//! alone. The field and point arithmetic,
 //! the signature and key parsing are the crates'; the checks are theirs (0 < r, s < n; high S
 //! accepted, as `p256` and `p384` do and as jwt-simple did). Public data only: variable time.
 
 use p256::elliptic_curve::group::Group;
-use p256::elliptic_curve::ops::{Invert, MulByGeneratorVartime, Reduce};
+use p256::elliptic_curve::ops::{Invert, Reduce};
 use p256::elliptic_curve::point::AffineCoordinates;
 use primeorder::{LookupTable, Radix16Decomposition, Radix16Digits};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 macro_rules! curve {
     ($(#[$doc:meta])* $name:ident, $curve:ident, $curve_type:ident, $point_bytes:literal) => {
@@ -32,7 +33,10 @@ macro_rules! curve {
             pub fn from_sec1_bytes(point: &[u8]) -> Result<Self, String> {
                 let key = $curve::ecdsa::VerifyingKey::from_sec1_bytes(point)
                     .map_err(|_| "invalid key material: Invalid public key".to_string())?;
-                let mut base = $curve::ProjectivePoint::from(*key.as_affine());
+                Ok(Self::table_of($curve::ProjectivePoint::from(*key.as_affine())))
+            }
+
+            fn table_of(mut base: $curve::ProjectivePoint) -> Self {
                 let tables = std::array::from_fn(|_| {
                     let table = LookupTable::new(base);
                     for _ in 0..8 {
@@ -40,9 +44,18 @@ macro_rules! curve {
                     }
                     table
                 });
-                Ok($name {
+                $name {
                     tables: Arc::new(tables),
-                })
+                }
+            }
+
+            /// The generator's table, built once per VM on first use. Ours rather than the
+            /// crate's `BasepointTable`: the same spacing and speed, but the crate builds its
+            /// table in one 53 KB function, and V8 keeps memory in proportion to a function's
+            /// size when it compiles it at load (BENCHMARKS.md, "Memory").
+            fn generator() -> &'static Self {
+                static TABLE: OnceLock<$name> = OnceLock::new();
+                TABLE.get_or_init(|| Self::table_of(<$curve::ProjectivePoint as Group>::generator()))
             }
 
             /// k · Q: two radix-16 digits per table, the odd ones summed apart and shifted by
@@ -76,7 +89,7 @@ macro_rules! curve {
                 let s_inv = *s.invert_vartime();
                 let u1 = z * s_inv;
                 let u2 = *r * s_inv;
-                let point = $curve::ProjectivePoint::mul_by_generator_vartime(&u1) + self.mul(&u2);
+                let point = Self::generator().mul(&u1) + self.mul(&u2);
                 let x = point.to_affine().x();
                 *r == <$curve::Scalar as Reduce<$curve::FieldBytes>>::reduce(&x)
             }

@@ -637,6 +637,26 @@ impl XmlScanner {
         self.check(self.name_len, self.limits.max_name, "maxNameLength")
     }
 
+    /// A start tag begins (after `<`, at its name's first character): the checks before its
+    /// name is read.
+    fn start_element(&mut self) -> R {
+        if self.stack.is_empty() && self.seen_root {
+            return Err(self.bad("a second root element"));
+        }
+        if !self.stack.is_empty() {
+            self.end_text()?;
+            self.child()?;
+        }
+        let depth = self.stack.len() as u64 + 1;
+        self.check(depth, self.limits.max_depth, "maxNodeDepth")?;
+        self.seen_root = true;
+        self.attributes = 0;
+        self.namespaces = 0;
+        self.attribute_names.clear();
+        self.name(NameOf::Element);
+        Ok(())
+    }
+
     fn keyword_done(&mut self, after: After) -> R {
         match after {
             After::Comment => {
@@ -717,20 +737,7 @@ impl XmlScanner {
                     self.name(NameOf::EndTag);
                 }
                 _ => {
-                    if self.stack.is_empty() && self.seen_root {
-                        return Err(self.bad("a second root element"));
-                    }
-                    if !self.stack.is_empty() {
-                        self.end_text()?;
-                        self.child()?;
-                    }
-                    let depth = self.stack.len() as u64 + 1;
-                    self.check(depth, self.limits.max_depth, "maxNodeDepth")?;
-                    self.seen_root = true;
-                    self.attributes = 0;
-                    self.namespaces = 0;
-                    self.attribute_names.clear();
-                    self.name(NameOf::Element);
+                    self.start_element()?;
                     self.name_char(NameOf::Element, c)?;
                     if self.name_len == 0 {
                         return Err(self.bad(describe(c)));
@@ -1017,11 +1024,87 @@ impl XmlScanner {
         }
     }
 
+    /// The ASCII name characters of `chunk[start..]` added to the name being read (`name_hash`,
+    /// `name_len`), `maxNameLength` reported at the exact character; returns how many.
+    #[inline(always)]
+    fn name_run(&mut self, chunk: &[u8], start: usize) -> R<usize> {
+        let mut hash = self.name_hash;
+        let mut i = start;
+        while let Some(&c) = chunk.get(i) {
+            if c >= 0x80 || !is_name_char(u32::from(c)) {
+                break;
+            }
+            hash = fnv(hash, u32::from(c));
+            i += 1;
+        }
+        let n = i - start;
+        let (before, at) = (self.name_len, self.base + start as u64);
+        self.run_limit(before, n, self.limits.max_name, "maxNameLength", at)?;
+        self.name_hash = hash;
+        self.name_len += n as u64;
+        Ok(n)
+    }
+
+    /// A start tag from `chunk[start..]`, in state `Lt`, at the ASCII name-start character
+    /// that begins its name: the name in one go, then its attributes through [`Self::tag`].
+    /// Stops, in the state reached, where the chunk ends or the name meets a byte that is not
+    /// plain ASCII; returns the bytes consumed (at least one).
+    fn element(&mut self, chunk: &[u8], start: usize) -> R<usize> {
+        self.char_at = self.base + start as u64;
+        self.start_element()?;
+        let mut i = start + self.name_run(chunk, start)?;
+        match chunk.get(i) {
+            Some(&c) if plain(c) => {
+                self.char_at = self.base + i as u64;
+                self.name_ended(NameOf::Element, u32::from(c))?;
+                i += self.tag(chunk, i, false)?;
+            }
+            _ => {}
+        }
+        Ok(i - start)
+    }
+
+    /// An end tag from `chunk[start..]`, in state `Lt`, at its `/`: the name in one go,
+    /// compared with the innermost open element, then whitespace and `>`. Stops, in the state
+    /// reached, where the chunk ends or at anything else (a name that does not start with an
+    /// ASCII name-start character, a byte that is not plain ASCII, a syntax error), which
+    /// `on_char` then handles; returns the bytes consumed (at least one).
+    fn end_tag(&mut self, chunk: &[u8], start: usize) -> R<usize> {
+        self.char_at = self.base + start as u64;
+        if self.stack.is_empty() {
+            return Err(self.bad("end tag without a start tag"));
+        }
+        self.end_text()?;
+        self.name(NameOf::EndTag);
+        let mut i = start + 1;
+        match chunk.get(i) {
+            Some(&c) if c < 0x80 && is_name_start(u32::from(c)) => {}
+            _ => return Ok(i - start),
+        }
+        i += self.name_run(chunk, i)?;
+        match chunk.get(i) {
+            Some(&c) if plain(c) => self.char_at = self.base + i as u64,
+            _ => return Ok(i - start),
+        }
+        if self.stack.pop().map(|o| o.name) != Some(self.name_hash) {
+            return Err(self.bad("end tag does not match the open element"));
+        }
+        self.state = State::EndTag;
+        i += run_len(chunk.get(i..).unwrap_or_default(), |c| is_ws(u32::from(c)));
+        if chunk.get(i) == Some(&b'>') {
+            self.after_element();
+            i += 1;
+        }
+        Ok(i - start)
+    }
+
     /// Consumes plain ASCII bytes from `chunk[start..]`, the first of which is plain, and
     /// returns how many (at least one). What the general loop in `step` does for such bytes,
     /// without its UTF-8 and character-class work: runs (character data, CDATA, comment text,
-    /// attribute values, the rest of a name) in bulk, the common one-byte steps of tags and
-    /// text (`<`, whitespace, `=`, quotes, `>`) here, every other byte to [`Self::on_char`].
+    /// attribute values, the rest of a name) in bulk, start and end tags through
+    /// [`Self::element`] and [`Self::end_tag`], `<!--` and `<![CDATA[` whole, the common
+    /// one-byte steps of tags and text (`<`, whitespace, `=`, quotes, `>`) here, every other
+    /// byte to [`Self::on_char`].
     /// Each step here is exactly what `on_char` would do with that byte; states reached here
     /// all follow a `<`, so `started` is already set.
     fn ascii(&mut self, chunk: &[u8], start: usize) -> R<usize> {
@@ -1121,6 +1204,27 @@ impl XmlScanner {
                     if !self.name_ended(of, u32::from(b))? {
                         i += 1;
                     }
+                    continue;
+                }
+                State::Lt if b == b'/' => {
+                    i += self.end_tag(chunk, i)?;
+                    continue;
+                }
+                // `<!--` and `<![CDATA[` whole (otherwise `on_char` reads them, and
+                // refuses a CDATA section outside the root element).
+                State::Lt if rest.starts_with(b"!--") => {
+                    self.char_at = at + 2;
+                    self.keyword_done(After::Comment)?;
+                    i += 3;
+                    continue;
+                }
+                State::Lt if rest.starts_with(b"![CDATA[") && !self.stack.is_empty() => {
+                    self.state = State::CData { brackets: 0 };
+                    i += 8;
+                    continue;
+                }
+                State::Lt if is_name_start(u32::from(b)) => {
+                    i += self.element(chunk, i)?;
                     continue;
                 }
                 State::Tag { space } => {

@@ -115,6 +115,10 @@ fn rejects_malformed_documents_with_offsets() {
         ("<a><b></a>", 9, "end tag does not match"),
         ("<a", 2, "unexpected end of document"),
         ("<a>text", 7, "unexpected end of document"),
+        ("<a></a\t>x", 8, "content after the root element"),
+        ("<a></a x>", 7, "unexpected character 'x'"),
+        ("<a></-a>", 5, "unexpected character '-'"),
+        ("<a></a", 6, "unexpected end of document"),
     ];
     for (doc, offset, message) in cases {
         let v = malformed(doc);
@@ -169,6 +173,7 @@ fn each_limit_at_and_over() {
     assert_eq!(refused(children, "<a><b/><c/><d/><e/></a>").offset, 16);
     assert_eq!(refused(children, "<a>t<b/>u<c/>v</a>").offset, 10);
     assert_eq!(refused(children, "<a><b/><?p?><!--c--><e/></a>").offset, 21);
+    assert_eq!(refused(children, "<a><b/><c/><d/><!--x--></a>").offset, 18);
 
     let text = l(|l| l.max_text = Some(4));
     ok_with(text, "<a>abcd<b>&amp;&#65;é😀</b>ab<![CDATA[cd]]></a>");
@@ -188,6 +193,7 @@ fn each_limit_at_and_over() {
     ok_with(name, "<abc def='1'><?pqr?></abc>");
     assert_eq!(refused(name, "<abcd/>").offset, 4);
     assert_eq!(refused(name, "<a defg='1'/>").offset, 6);
+    assert_eq!(refused(name, "<abc></abcd>").offset, 10);
 }
 
 #[test]

@@ -38,7 +38,7 @@ impl JsonScanner {
                     i += 1;
                 }
                 (State::AfterValue, b',') => {
-                    self.comma();
+                    self.state = self.after_comma();
                     i += 1;
                 }
                 (State::AfterValue | State::ArrayFirst, b']')
@@ -83,7 +83,7 @@ impl JsonScanner {
                     self.state = self.after_value();
                     i += len;
                     if chunk.get(i) == Some(&b',') && self.state == State::AfterValue {
-                        self.comma();
+                        self.state = self.after_comma();
                         i += 1;
                     }
                 }
@@ -192,14 +192,14 @@ fn hex4(digits: &[u8]) -> Option<u32> {
 }
 
 impl JsonScanner {
-    /// A `,` after a value in a container: an entry name or an element follows.
+    /// The state after a `,` that follows a value in a container: an entry name or an element.
     #[inline(always)]
-    fn comma(&mut self) {
-        self.state = if self.stack.top() == Some(true) {
+    pub(super) fn after_comma(&self) -> State {
+        if self.stack.top() == Some(true) {
             State::Key
         } else {
             State::Value
-        };
+        }
     }
 }
 
