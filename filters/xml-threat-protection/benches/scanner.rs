@@ -4,8 +4,9 @@
 //! markup-heavy) and `text` (long text nodes: what bulk classification skips).
 //!
 //! Natively: `cargo bench -p xml-threat-protection`. In V8, which is what Envoy runs: build it
-//! for wasm (`cargo build --release --target wasm32-wasip1 -p xml-threat-protection --benches`)
-//! and run, from the repository root, `node --no-liftoff scripts/wasi-bench.mjs target/wasm32-wasip1/release/deps/scanner-*.wasm`.
+//! for wasm (`cargo build --release --target wasm32-wasip1 -p xml-threat-protection --bench
+//! scanner`: `--benches` would build the unit tests for wasm too) and run, from the repository
+//! root, `node --no-liftoff scripts/wasi-bench.mjs target/wasm32-wasip1/release/deps/scanner-*.wasm`.
 //! The timing loop is here rather than the kit's `body::testing::mb_per_s` because that module
 //! is native-only and this benchmark also runs in wasm.
 
