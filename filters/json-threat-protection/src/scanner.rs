@@ -213,6 +213,20 @@ fn describe(b: u8) -> String {
 }
 
 #[inline(always)]
+/// The byte a one-character escape (`\n`, `\"`, ...) stands for; `None` for `u` (four hex
+/// digits follow) and for anything that is not an escape. Shared by both scanning paths.
+fn short_escape(b: u8) -> Option<u8> {
+    Some(match b {
+        b'"' | b'\\' | b'/' => b,
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        _ => return None,
+    })
+}
+
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -467,19 +481,16 @@ impl JsonScanner {
                 }
                 State::Escape { key } => {
                     let decoded = match b {
-                        b'"' | b'\\' | b'/' => b,
-                        b'b' => 0x08,
-                        b'f' => 0x0c,
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
                         b'u' => {
                             self.code_point = 0;
                             self.state = State::Unicode { key, left: 4 };
                             i += 1;
                             continue;
                         }
-                        _ => return Err(malformed(at, "invalid escape in string")),
+                        _ => match short_escape(b) {
+                            Some(decoded) => decoded,
+                            None => return Err(malformed(at, "invalid escape in string")),
+                        },
                     };
                     self.flush_surrogate(key, at)?;
                     self.char_done(key, u32::from(decoded), at)?;

@@ -132,28 +132,19 @@ impl Key {
         let result = match &self.verifier {
             Verifier::Rsa(k, scheme) => {
                 let (signed, signature) = split_signature(token)?;
-                return k
-                    .verify(*scheme, signed.as_bytes(), &signature)
-                    .then_some(())
-                    .ok_or_else(|| VerifyError("RSA signature did not verify".into()));
+                return verified(k.verify(*scheme, signed.as_bytes(), &signature), "RSA");
             }
             // ECDSA without jwt-simple, which decoded the token and its claims a second time;
             // the same key parse and signature checks (crate::ecdsa).
             Verifier::Es256(k) => {
                 let (signed, signature) = split_signature(token)?;
                 let digest = Sha256::digest(signed.as_bytes());
-                return k
-                    .verify_prehash(&digest, &signature)
-                    .then_some(())
-                    .ok_or_else(|| VerifyError("ECDSA signature did not verify".into()));
+                return verified(k.verify_prehash(&digest, &signature), "ECDSA");
             }
             Verifier::Es384(k) => {
                 let (signed, signature) = split_signature(token)?;
                 let digest = Sha384::digest(signed.as_bytes());
-                return k
-                    .verify_prehash(&digest, &signature)
-                    .then_some(())
-                    .ok_or_else(|| VerifyError("ECDSA signature did not verify".into()));
+                return verified(k.verify_prehash(&digest, &signature), "ECDSA");
             }
             Verifier::EdDsa(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
             Verifier::Hs256(k) => k.verify_token::<NoCustomClaims>(token, o).map(drop),
@@ -162,6 +153,12 @@ impl Key {
         };
         result.map_err(|e| VerifyError(e.to_string()))
     }
+}
+
+/// A signature check's outcome as `verify` reports it.
+fn verified(ok: bool, family: &str) -> Result<(), VerifyError> {
+    ok.then_some(())
+        .ok_or_else(|| VerifyError(format!("{family} signature did not verify")))
 }
 
 /// A compact JWS's signed part (`header.payload`) and its decoded signature.

@@ -13,7 +13,7 @@
 //! helpers (counts, depth, duplicate names and closing brackets, with their violations).
 
 use super::runs::{run_until, PlainString, Whitespace};
-use super::{is_ws, JsonScanner, State};
+use super::{is_ws, short_escape, JsonScanner, State};
 use palisade_kit::body::Violation;
 use std::hash::{DefaultHasher, Hasher as _};
 
@@ -128,12 +128,6 @@ fn string(s: &[u8], max: Option<u64>, mut hash: Option<&mut DefaultHasher>) -> O
         let decoded = match *s.get(i)? {
             b'"' => break,
             b'\\' => match *s.get(i + 1)? {
-                b @ (b'"' | b'\\' | b'/') => b,
-                b'b' => 0x08,
-                b'f' => 0x0c,
-                b'n' => b'\n',
-                b'r' => b'\r',
-                b't' => b'\t',
                 b'u' => {
                     let cp = hex4(s.get(i + 2..i + 6)?)?;
                     i += 6;
@@ -157,7 +151,7 @@ fn string(s: &[u8], max: Option<u64>, mut hash: Option<&mut DefaultHasher>) -> O
                     }
                     continue;
                 }
-                _ => return None,
+                escape => short_escape(escape)?,
             },
             // Non-ASCII (UTF-8 is checked by the per-byte machine) or a control character.
             _ => return None,
